@@ -1,0 +1,230 @@
+"""The operator <-> Job contract: the task a Job runs and the result it reports.
+
+This module must stay importable without torch: the operator imports it to render
+tasks and to parse results. Everything here is plain pydantic.
+
+A task travels as JSON in a ConfigMap mounted into the Job. The Job writes a compact
+result (``CompactResult``, at most 4 KiB) to its termination message and the full
+``RunResult`` to ``result.json`` in the run's artifact directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import unquote, urlparse
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TASK_API_VERSION = "driftwarden.io/task/v1"
+
+# Exit codes. The Job's podFailurePolicy fails the Job at once on EXIT_BAD_INPUT
+# instead of retrying: the same input would fail the same way again.
+EXIT_OK = 0
+EXIT_BAD_INPUT = 65  # sysexits EX_DATAERR
+EXIT_INTERNAL = 70  # sysexits EX_SOFTWARE; retried up to backoffLimit
+
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+TERMINATION_MESSAGE_LIMIT = 4096
+
+# Where a Job sees the PersistentVolumeClaims its task refers to: pvc://<claim>/<path>
+# resolves to <PVC_MOUNT_ROOT>/<claim>/<path>.
+PVC_MOUNT_ROOT = "/mnt/driftwarden/pvc"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataRefs(_Strict):
+    """Labelled tables (Parquet, CSV or NPZ) the task reads."""
+
+    reference: str | None = None
+    current: str | None = None
+    holdout: str | None = None
+    label_column: str = "label"
+    features: list[str] | None = None
+
+
+class RetrainStage(_Strict):
+    type: Literal["retrain"] = "retrain"
+    epochs: int = Field(default=20, ge=1, le=10_000)
+    batch_size: int = Field(default=64, ge=1, le=65_536)
+    learning_rate: str = "0.001"  # decimal string: the CRD has no floats
+    weight_decay: str = "0.0001"
+    dropout_percent: int = Field(default=0, ge=0, le=90)
+    label_smoothing_percent: int = Field(default=0, ge=0, le=50)
+    early_stopping_patience: int = Field(default=3, ge=0, le=1000)  # 0 disables
+    validation_percent: int = Field(default=20, ge=5, le=50)
+    # Which labelled data to train on: both tables (better, fresher data) or the
+    # current one alone (the old distribution no longer matters).
+    data: Literal["ReferenceAndCurrent", "Current", "Reference"] = "ReferenceAndCurrent"
+
+
+class PruneStage(_Strict):
+    type: Literal["prune"] = "prune"
+    method: Literal["structured", "unstructured"] = "structured"
+    amount_percent: int = Field(default=50, ge=1, le=95)
+    importance: Literal["l1", "l2", "taylor", "random"] = "l2"
+    fine_tune_epochs: int = Field(default=5, ge=0, le=10_000)
+
+
+class DistillStage(_Strict):
+    type: Literal["distill"] = "distill"
+    method: Literal["herding", "kcenter", "random"] = "herding"
+    fraction_percent: int = Field(default=50, ge=1, le=100)
+
+
+class QuantizeStage(_Strict):
+    type: Literal["quantize"] = "quantize"
+    mode: Literal["int8", "fp16", "bf16"] = "int8"
+
+
+Stage = Annotated[
+    RetrainStage | PruneStage | DistillStage | QuantizeStage, Field(discriminator="type")
+]
+
+
+class EvaluationSettings(_Strict):
+    drift_metric: Literal["psi", "ks", "wasserstein", "jensenshannon"] = "psi"
+    drift_threshold: str = "0.2"
+    alpha: str = "0.05"  # significance level of the per-feature tests
+    latency_batch_sizes: list[int] = Field(default_factory=lambda: [1, 32])
+    latency_warmup: int = Field(default=10, ge=0)
+    latency_iterations: int = Field(default=100, ge=5)
+    threads: int = Field(default=1, ge=1, le=256)
+
+
+class Task(_Strict):
+    api_version: Literal["driftwarden.io/task/v1"] = TASK_API_VERSION
+    kind: Literal["optimize", "evaluate"]
+    namespace: str
+    optimization: str
+    run_id: str
+    model_uri: str
+    data: DataRefs
+    stages: list[Stage] = Field(default_factory=list)
+    # Root of the artifacts: the run writes <artifacts_uri>/<optimization>/<run_id>/.
+    artifacts_uri: str | None = None
+    evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class ModelMetrics(_Strict):
+    """What evaluate measured of one model on one holdout and one device."""
+
+    accuracy: float | None = None  # fraction 0..1 on the holdout
+    latency_ms: dict[str, float] = Field(default_factory=dict)  # e.g. {"b1_p95": .., "b32_p50": ..}
+    size_bytes: int | None = None
+    parameters: int | None = None
+    macs: int | None = None
+    device: str | None = None
+
+
+class DriftReport(_Strict):
+    metric: str
+    score: float  # dataset-level score of the chosen metric (mean over features)
+    share_drifted: float  # share of features drifted after the multiple-test correction
+    drifted_features: list[str] = Field(default_factory=list)
+    detected: bool
+    prediction_drift_p: float | None = None
+    per_feature: dict[str, dict[str, float]] = Field(default_factory=dict)
+
+
+class StageReport(_Strict):
+    type: str
+    seconds: float
+    before: ModelMetrics | None = None
+    after: ModelMetrics | None = None
+    notes: dict[str, str | float | int] = Field(default_factory=dict)
+
+
+class RunResult(_Strict):
+    """The full result, written as result.json beside the model."""
+
+    api_version: Literal["driftwarden.io/task/v1"] = TASK_API_VERSION
+    kind: Literal["optimize", "evaluate"]
+    run_id: str
+    ok: bool
+    reason: str = ""  # one line, for a person, when not ok
+    seconds: float = 0.0
+    baseline: ModelMetrics | None = None
+    candidate: ModelMetrics | None = None
+    drift: DriftReport | None = None
+    stages: list[StageReport] = Field(default_factory=list)
+    artifact_uri: str | None = None
+    manifest_sha256: str | None = None
+
+
+class CompactResult(_Strict):
+    """The summary in the termination message (<= 4 KiB) that the operator reads."""
+
+    kind: Literal["optimize", "evaluate"]
+    run_id: str
+    ok: bool
+    reason: str = ""
+    baseline: ModelMetrics | None = None
+    candidate: ModelMetrics | None = None
+    drift_score: float | None = None
+    drift_detected: bool | None = None
+    drifted_features: list[str] = Field(default_factory=list)
+    artifact_uri: str | None = None
+    manifest_sha256: str | None = None
+    seconds: float = 0.0
+
+    @classmethod
+    def from_result(cls, result: RunResult) -> CompactResult:
+        return cls(
+            kind=result.kind,
+            run_id=result.run_id,
+            ok=result.ok,
+            reason=result.reason[:500],
+            baseline=result.baseline,
+            candidate=result.candidate,
+            drift_score=result.drift.score if result.drift else None,
+            drift_detected=result.drift.detected if result.drift else None,
+            drifted_features=result.drift.drifted_features[:20] if result.drift else [],
+            artifact_uri=result.artifact_uri,
+            manifest_sha256=result.manifest_sha256,
+            seconds=result.seconds,
+        )
+
+    def to_message(self) -> str:
+        """JSON that fits the termination message; long lists are cut first."""
+        text = self.model_dump_json(exclude_none=True)
+        if len(text.encode()) <= TERMINATION_MESSAGE_LIMIT:
+            return text
+        slim = self.model_copy(update={"drifted_features": self.drifted_features[:3]})
+        return slim.model_dump_json(exclude_none=True)[:TERMINATION_MESSAGE_LIMIT]
+
+
+class BadInputError(Exception):
+    """Input the same task would fail on again: exit EXIT_BAD_INPUT, no retry."""
+
+
+def resolve_uri(uri: str, pvc_root: str = PVC_MOUNT_ROOT) -> Path:
+    """Map a model or data URI to a local path.
+
+    ``file:///abs/path`` is the path itself; ``pvc://claim/sub/path`` is the claim's
+    mount under ``pvc_root``. Other schemes are bad input.
+    """
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise BadInputError(f"file URI must be file:///absolute/path, got {uri!r}")
+        return Path(unquote(parsed.path))
+    if parsed.scheme == "pvc":
+        if not parsed.netloc:
+            raise BadInputError(f"pvc URI must be pvc://<claim>/<path>, got {uri!r}")
+        return Path(pvc_root) / parsed.netloc / unquote(parsed.path).lstrip("/")
+    raise BadInputError(f"unsupported URI scheme in {uri!r}: use file:/// or pvc://")
+
+
+def pvc_claims(uris: list[str | None]) -> list[str]:
+    """The distinct PVC claim names a set of URIs refers to, sorted."""
+    return sorted({urlparse(u).netloc for u in uris if u and urlparse(u).scheme == "pvc"})
+
+
+def run_artifact_uri(artifacts_uri: str, optimization: str, run_id: str) -> str:
+    return f"{artifacts_uri.rstrip('/')}/{optimization}/{run_id}"
