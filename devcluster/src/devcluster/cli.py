@@ -1,0 +1,92 @@
+"""`devcluster build | up | down | status | env`: a local Kubernetes for dev and tests."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from devcluster import build
+from devcluster.controlplane import Cluster, ComponentFailed
+
+DEFAULT_STATE_DIR = Path(os.environ.get("DEVCLUSTER_STATE_DIR", ".devcluster"))
+
+
+def _cmd_build(_: argparse.Namespace) -> int:
+    for name, path in build.ensure_all().items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    cluster = Cluster(args.state_dir)
+    started = time.monotonic()
+    try:
+        state = cluster.up(gpus=args.gpus, node_cpu=args.node_cpu, node_memory=args.node_memory)
+    except ComponentFailed as exc:
+        print(f"devcluster: {exc}", file=sys.stderr)
+        return 1
+    print(f"devcluster is up in {time.monotonic() - started:.1f} s: {state.api_server}")
+    print(f"  use it:        eval \"$(devcluster env --state-dir {args.state_dir})\"")
+    print("                 kubectl get nodes")
+    print(f"  component logs: {state.path / 'logs'}")
+    print(f"  tear down:     devcluster down --state-dir {args.state_dir}")
+    return 0
+
+
+def _cmd_down(args: argparse.Namespace) -> int:
+    Cluster(args.state_dir).down()
+    print(f"devcluster in {args.state_dir} is down and its state removed")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    try:
+        alive = Cluster(args.state_dir).status()
+    except FileNotFoundError as exc:
+        print(f"devcluster: {exc}", file=sys.stderr)
+        return 1
+    for component, ok in alive.items():
+        print(f"{component:28} {'running' if ok else 'STOPPED'}")
+    return 0 if all(alive.values()) else 1
+
+
+def _cmd_env(args: argparse.Namespace) -> int:
+    try:
+        state = Cluster(args.state_dir).state
+    except FileNotFoundError as exc:
+        print(f"devcluster: {exc}", file=sys.stderr)
+        return 1
+    print(f"export KUBECONFIG={state.kubeconfig}")
+    print(f"export PATH={state.bin_dir}:$PATH")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="devcluster", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("build", help="build the Go binaries into the cache").set_defaults(
+        func=_cmd_build
+    )
+    for name, func, text in (
+        ("up", _cmd_up, "start the control plane and a node"),
+        ("down", _cmd_down, "stop everything and remove the state"),
+        ("status", _cmd_status, "show which components run"),
+        ("env", _cmd_env, "print shell exports for kubectl"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+        p.set_defaults(func=func)
+        if name == "up":
+            p.add_argument("--gpus", type=int, default=0, help="nvidia.com/gpu the node offers")
+            p.add_argument("--node-cpu", default="4")
+            p.add_argument("--node-memory", default="16Gi")
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
