@@ -218,6 +218,18 @@ class Cluster:
     def state(self) -> State:
         return State.load(self.state_dir)
 
+    @property
+    def kubeconfig(self) -> Path:
+        return self.state.kubeconfig
+
+    @property
+    def bin_dir(self) -> Path:
+        return Path(self.state.bin_dir)
+
+    @property
+    def api_server(self) -> str:
+        return self.state.api_server
+
     def up(
         self,
         *,
