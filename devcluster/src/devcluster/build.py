@@ -98,8 +98,15 @@ def ensure_built(module: GoModule, *, log: bool = True) -> Path:
     try:
         for binary in module.binaries:
             subprocess.run(
-                [_go(), "build", "-trimpath", "-ldflags=-s -w", "-o", str(staging / binary.name),
-                 binary.package],
+                [
+                    _go(),
+                    "build",
+                    "-trimpath",
+                    "-ldflags=-s -w",
+                    "-o",
+                    str(staging / binary.name),
+                    binary.package,
+                ],
                 cwd=DEVCLUSTER_ROOT / module.directory,
                 env=_go_env(),
                 check=True,

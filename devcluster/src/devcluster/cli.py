@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from devcluster import build
-from devcluster.controlplane import Cluster, ComponentFailed
+from devcluster.controlplane import Cluster, ComponentFailedError
 
 DEFAULT_STATE_DIR = Path(os.environ.get("DEVCLUSTER_STATE_DIR", ".devcluster"))
 
@@ -25,11 +25,11 @@ def _cmd_up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         state = cluster.up(gpus=args.gpus, node_cpu=args.node_cpu, node_memory=args.node_memory)
-    except ComponentFailed as exc:
+    except ComponentFailedError as exc:
         print(f"devcluster: {exc}", file=sys.stderr)
         return 1
     print(f"devcluster is up in {time.monotonic() - started:.1f} s: {state.api_server}")
-    print(f"  use it:        eval \"$(devcluster env --state-dir {args.state_dir})\"")
+    print(f'  use it:        eval "$(devcluster env --state-dir {args.state_dir})"')
     print("                 kubectl get nodes")
     print(f"  component logs: {state.path / 'logs'}")
     print(f"  tear down:     devcluster down --state-dir {args.state_dir}")

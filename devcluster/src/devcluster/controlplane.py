@@ -8,6 +8,7 @@ directory, so several clusters can run side by side on free ports.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -31,7 +32,7 @@ SERVICE_CIDR = "10.0.0.0/24"
 DEFAULT_NODE = "devnode"
 
 
-class ComponentFailed(RuntimeError):
+class ComponentFailedError(RuntimeError):
     """A component did not come up; the message names it and its log."""
 
 
@@ -84,12 +85,16 @@ def _kubeconfig(state: State, user: str, pair: pki.Pair) -> Path:
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [
-            {"name": "devcluster", "cluster": {"server": state.api_server,
-                                               "certificate-authority": str(ca)}}
+            {
+                "name": "devcluster",
+                "cluster": {"server": state.api_server, "certificate-authority": str(ca)},
+            }
         ],
         "users": [
-            {"name": user, "user": {"client-certificate": str(pair.cert),
-                                    "client-key": str(pair.key)}}
+            {
+                "name": user,
+                "user": {"client-certificate": str(pair.cert), "client-key": str(pair.key)},
+            }
         ],
         "contexts": [{"name": "devcluster", "context": {"cluster": "devcluster", "user": user}}],
         "current-context": "devcluster",
@@ -106,7 +111,10 @@ def _start(state: State, component: str, argv: Sequence[str]) -> None:
     with log_path.open("ab") as log:
         # A new session: the components outlive `devcluster up` and ignore its Ctrl-C.
         proc = subprocess.Popen(
-            list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            list(argv),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
     state.pids[component] = proc.pid
@@ -154,13 +162,13 @@ def _wait(state: State, component: str, probe: str | None, timeout: float) -> No
     while time.monotonic() < deadline:
         pid = state.pids[component]
         if not _alive(pid):
-            raise ComponentFailed(
+            raise ComponentFailedError(
                 f"{component} exited during start-up; see its log: {state.log(component)}"
             )
         if probe is None or _https_ok(probe, ctx):
             return
         time.sleep(0.3)
-    raise ComponentFailed(
+    raise ComponentFailedError(
         f"{component} was not healthy after {timeout:.0f} s; see its log: {state.log(component)}"
     )
 
@@ -170,15 +178,19 @@ def _etcd_ready(state: State, timeout: float) -> None:
     url = f"http://127.0.0.1:{state.ports['etcd']}/health"
     while time.monotonic() < deadline:
         if not _alive(state.pids["etcd"]):
-            raise ComponentFailed(f"etcd exited during start-up; see its log: {state.log('etcd')}")
+            raise ComponentFailedError(
+                f"etcd exited during start-up; see its log: {state.log('etcd')}"
+            )
         try:
-            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310
+            with urllib.request.urlopen(url, timeout=2) as resp:
                 if json.loads(resp.read()).get("health") == "true":
                     return
         except (urllib.error.URLError, OSError, ValueError):
             pass
         time.sleep(0.2)
-    raise ComponentFailed(f"etcd was not healthy after {timeout:.0f} s; log: {state.log('etcd')}")
+    raise ComponentFailedError(
+        f"etcd was not healthy after {timeout:.0f} s; log: {state.log('etcd')}"
+    )
 
 
 def node_agent_argv(
@@ -193,13 +205,27 @@ def node_agent_argv(
     taints: Sequence[str] = (),
 ) -> list[str]:
     argv = [
-        sys.executable, "-m", "devcluster.node_agent",
-        "--kubeconfig", str(state.kubeconfig),
-        "--state-dir", str(state.path / "nodes" / node_name),
-        "--node-name", node_name,
-        "--cpu", cpu, "--memory", memory, "--pods", str(pods), "--gpus", str(gpus),
-        "--apiserver-host", "127.0.0.1",
-        "--apiserver-port", str(state.ports["kube-apiserver"]),
+        sys.executable,
+        "-m",
+        "devcluster.node_agent",
+        "--kubeconfig",
+        str(state.kubeconfig),
+        "--state-dir",
+        str(state.path / "nodes" / node_name),
+        "--node-name",
+        node_name,
+        "--cpu",
+        cpu,
+        "--memory",
+        memory,
+        "--pods",
+        str(pods),
+        "--gpus",
+        str(gpus),
+        "--apiserver-host",
+        "127.0.0.1",
+        "--apiserver-port",
+        str(state.ports["kube-apiserver"]),
     ]
     for label in labels:
         argv += ["--label", label]
@@ -245,7 +271,7 @@ class Cluster:
             if alive and all(alive):
                 return existing
             if any(alive):
-                raise ComponentFailed(
+                raise ComponentFailedError(
                     f"{self.state_dir} holds a cluster that is partly down: run `devcluster "
                     f"down --state-dir {self.state_dir}` first"
                 )
@@ -260,15 +286,25 @@ class Cluster:
         for name, path in bins.items():
             (self.state_dir / "bin" / name).symlink_to(path)
         state.bin_dir = str(self.state_dir / "bin")
-        for component in ("etcd", "etcd-peer", "kube-apiserver", "kube-controller-manager",
-                          "kube-scheduler"):
+        for component in (
+            "etcd",
+            "etcd-peer",
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+        ):
             state.ports[component] = free_port()
         state.save()
         try:
             self._start_control_plane(state, timeout)
             if node:
-                _start(state, f"node-{DEFAULT_NODE}", node_agent_argv(
-                    state, DEFAULT_NODE, cpu=node_cpu, memory=node_memory, gpus=gpus))
+                _start(
+                    state,
+                    f"node-{DEFAULT_NODE}",
+                    node_agent_argv(
+                        state, DEFAULT_NODE, cpu=node_cpu, memory=node_memory, gpus=gpus
+                    ),
+                )
                 self.wait_node_ready(DEFAULT_NODE, timeout=timeout)
         except BaseException:
             self.down(remove=False)
@@ -279,8 +315,13 @@ class Cluster:
         pki_dir = state.path / "pki"
         pki_dir.mkdir(exist_ok=True)
         ca = pki.CertificateAuthority(pki_dir)
-        serving = ca.issue("apiserver", "kube-apiserver", server=True,
-                           dns_names=pki.APISERVER_DNS_NAMES, ips=pki.APISERVER_IPS)
+        serving = ca.issue(
+            "apiserver",
+            "kube-apiserver",
+            server=True,
+            dns_names=pki.APISERVER_DNS_NAMES,
+            ips=pki.APISERVER_IPS,
+        )
         admin = ca.issue("admin", "admin", organization="system:masters")
         kcm = ca.issue("controller-manager", "system:kube-controller-manager")
         sched = ca.issue("scheduler", "system:kube-scheduler")
@@ -291,80 +332,143 @@ class Cluster:
         bins = Path(state.bin_dir)
         ports = state.ports
 
-        _start(state, "etcd", [
-            str(bins / "etcd"),
-            "--name", "devcluster",
-            "--data-dir", str(state.path / "etcd"),
-            "--listen-client-urls", f"http://127.0.0.1:{ports['etcd']}",
-            "--advertise-client-urls", f"http://127.0.0.1:{ports['etcd']}",
-            "--listen-peer-urls", f"http://127.0.0.1:{ports['etcd-peer']}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{ports['etcd-peer']}",
-            "--initial-cluster", f"devcluster=http://127.0.0.1:{ports['etcd-peer']}",
-            "--listen-metrics-urls", "",
-            # A throw-away test cluster: durability is not worth the fsync latency.
-            "--unsafe-no-fsync",
-            "--log-level", "warn",
-        ])
+        _start(
+            state,
+            "etcd",
+            [
+                str(bins / "etcd"),
+                "--name",
+                "devcluster",
+                "--data-dir",
+                str(state.path / "etcd"),
+                "--listen-client-urls",
+                f"http://127.0.0.1:{ports['etcd']}",
+                "--advertise-client-urls",
+                f"http://127.0.0.1:{ports['etcd']}",
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{ports['etcd-peer']}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{ports['etcd-peer']}",
+                "--initial-cluster",
+                f"devcluster=http://127.0.0.1:{ports['etcd-peer']}",
+                "--listen-metrics-urls",
+                "",
+                # A throw-away test cluster: durability is not worth the fsync latency.
+                "--unsafe-no-fsync",
+                "--log-level",
+                "warn",
+            ],
+        )
         _etcd_ready(state, timeout)
 
-        _start(state, "kube-apiserver", [
-            str(bins / "kube-apiserver"),
-            "--etcd-servers", f"http://127.0.0.1:{ports['etcd']}",
-            "--bind-address", "127.0.0.1",
-            "--advertise-address", "127.0.0.1",
-            "--secure-port", str(ports["kube-apiserver"]),
-            "--tls-cert-file", str(serving.cert),
-            "--tls-private-key-file", str(serving.key),
-            "--client-ca-file", str(ca.pair.cert),
-            "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
-            "--service-account-key-file", str(sa.cert),
-            "--service-account-signing-key-file", str(sa.key),
-            "--service-cluster-ip-range", SERVICE_CIDR,
-            "--authorization-mode", "RBAC",
-            "--enable-admission-plugins", "PodSecurity",
-            # Loopback endpoints are invalid in Endpoints objects; pods reach the
-            # apiserver through KUBERNETES_SERVICE_HOST set by the node agent.
-            "--endpoint-reconciler-type", "none",
-            "--allow-privileged=true",
-            "--profiling=false",
-            "--v", "1",
-        ])
-        _wait(state, "kube-apiserver",
-              f"https://127.0.0.1:{ports['kube-apiserver']}/readyz", timeout)
+        _start(
+            state,
+            "kube-apiserver",
+            [
+                str(bins / "kube-apiserver"),
+                "--etcd-servers",
+                f"http://127.0.0.1:{ports['etcd']}",
+                "--bind-address",
+                "127.0.0.1",
+                "--advertise-address",
+                "127.0.0.1",
+                "--secure-port",
+                str(ports["kube-apiserver"]),
+                "--tls-cert-file",
+                str(serving.cert),
+                "--tls-private-key-file",
+                str(serving.key),
+                "--client-ca-file",
+                str(ca.pair.cert),
+                "--service-account-issuer",
+                "https://kubernetes.default.svc.cluster.local",
+                "--service-account-key-file",
+                str(sa.cert),
+                "--service-account-signing-key-file",
+                str(sa.key),
+                "--service-cluster-ip-range",
+                SERVICE_CIDR,
+                "--authorization-mode",
+                "RBAC",
+                "--enable-admission-plugins",
+                "PodSecurity",
+                # Loopback endpoints are invalid in Endpoints objects; pods reach the
+                # apiserver through KUBERNETES_SERVICE_HOST set by the node agent.
+                "--endpoint-reconciler-type",
+                "none",
+                "--allow-privileged=true",
+                "--profiling=false",
+                "--v",
+                "1",
+            ],
+        )
+        _wait(
+            state, "kube-apiserver", f"https://127.0.0.1:{ports['kube-apiserver']}/readyz", timeout
+        )
 
-        _start(state, "kube-controller-manager", [
-            str(bins / "kube-controller-manager"),
-            "--kubeconfig", str(kcm_config),
-            "--authentication-kubeconfig", str(kcm_config),
-            "--authorization-kubeconfig", str(kcm_config),
-            "--bind-address", "127.0.0.1",
-            "--secure-port", str(ports["kube-controller-manager"]),
-            "--service-account-private-key-file", str(sa.key),
-            "--root-ca-file", str(ca.pair.cert),
-            "--cluster-signing-cert-file", str(ca.pair.cert),
-            "--cluster-signing-key-file", str(ca.pair.key),
-            # Each controller acts as its own ServiceAccount: RBAC as in a real cluster.
-            "--use-service-account-credentials",
-            "--service-cluster-ip-range", SERVICE_CIDR,
-            "--leader-elect=false",
-            "--profiling=false",
-            "--v", "1",
-        ])
-        _start(state, "kube-scheduler", [
-            str(bins / "kube-scheduler"),
-            "--kubeconfig", str(sched_config),
-            "--authentication-kubeconfig", str(sched_config),
-            "--authorization-kubeconfig", str(sched_config),
-            "--bind-address", "127.0.0.1",
-            "--secure-port", str(ports["kube-scheduler"]),
-            "--leader-elect=false",
-            "--profiling=false",
-            "--v", "1",
-        ])
-        _wait(state, "kube-controller-manager",
-              f"https://127.0.0.1:{ports['kube-controller-manager']}/healthz", timeout)
-        _wait(state, "kube-scheduler",
-              f"https://127.0.0.1:{ports['kube-scheduler']}/healthz", timeout)
+        _start(
+            state,
+            "kube-controller-manager",
+            [
+                str(bins / "kube-controller-manager"),
+                "--kubeconfig",
+                str(kcm_config),
+                "--authentication-kubeconfig",
+                str(kcm_config),
+                "--authorization-kubeconfig",
+                str(kcm_config),
+                "--bind-address",
+                "127.0.0.1",
+                "--secure-port",
+                str(ports["kube-controller-manager"]),
+                "--service-account-private-key-file",
+                str(sa.key),
+                "--root-ca-file",
+                str(ca.pair.cert),
+                "--cluster-signing-cert-file",
+                str(ca.pair.cert),
+                "--cluster-signing-key-file",
+                str(ca.pair.key),
+                # Each controller acts as its own ServiceAccount: RBAC as in a real cluster.
+                "--use-service-account-credentials",
+                "--service-cluster-ip-range",
+                SERVICE_CIDR,
+                "--leader-elect=false",
+                "--profiling=false",
+                "--v",
+                "1",
+            ],
+        )
+        _start(
+            state,
+            "kube-scheduler",
+            [
+                str(bins / "kube-scheduler"),
+                "--kubeconfig",
+                str(sched_config),
+                "--authentication-kubeconfig",
+                str(sched_config),
+                "--authorization-kubeconfig",
+                str(sched_config),
+                "--bind-address",
+                "127.0.0.1",
+                "--secure-port",
+                str(ports["kube-scheduler"]),
+                "--leader-elect=false",
+                "--profiling=false",
+                "--v",
+                "1",
+            ],
+        )
+        _wait(
+            state,
+            "kube-controller-manager",
+            f"https://127.0.0.1:{ports['kube-controller-manager']}/healthz",
+            timeout,
+        )
+        _wait(
+            state, "kube-scheduler", f"https://127.0.0.1:{ports['kube-scheduler']}/healthz", timeout
+        )
         self._wait_default_service_account(timeout)
 
     def kubectl(
@@ -373,7 +477,11 @@ class Cluster:
         state = self.state
         result = subprocess.run(
             [str(Path(state.bin_dir) / "kubectl"), "--kubeconfig", str(state.kubeconfig), *args],
-            input=input, capture_output=True, text=True, timeout=timeout, check=False,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
         if check and result.returncode != 0:
             raise subprocess.CalledProcessError(
@@ -385,11 +493,15 @@ class Cluster:
         # Pods are refused until the serviceaccount controller made "default".
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.kubectl("get", "serviceaccount", "default", "-n", "default",
-                            check=False).returncode == 0:
+            if (
+                self.kubectl(
+                    "get", "serviceaccount", "default", "-n", "default", check=False
+                ).returncode
+                == 0
+            ):
                 return
             time.sleep(0.5)
-        raise ComponentFailed(
+        raise ComponentFailedError(
             "kube-controller-manager did not create the default ServiceAccount; see "
             f"{self.state.log('kube-controller-manager')}"
         )
@@ -410,17 +522,16 @@ class Cluster:
         deadline = time.monotonic() + timeout
         jsonpath = '{.status.conditions[?(@.type=="Ready")].status}'
         while time.monotonic() < deadline:
-            got = self.kubectl("get", "node", node_name, "-o", f"jsonpath={jsonpath}",
-                               check=False)
+            got = self.kubectl("get", "node", node_name, "-o", f"jsonpath={jsonpath}", check=False)
             if got.returncode == 0 and got.stdout.strip() == "True":
                 return
             agent = self.state.pids.get(f"node-{node_name}")
             if agent is not None and not _alive(agent):
-                raise ComponentFailed(
+                raise ComponentFailedError(
                     f"node agent {node_name} exited; see {self.state.log(f'node-{node_name}')}"
                 )
             time.sleep(0.5)
-        raise ComponentFailed(
+        raise ComponentFailedError(
             f"node {node_name} not Ready after {timeout:.0f} s; see "
             f"{self.state.log(f'node-{node_name}')}"
         )
@@ -435,8 +546,10 @@ class Cluster:
         except FileNotFoundError:
             return
         # Node agents first (they stop their containers), then the control plane.
-        order = sorted(state.pids, key=lambda c: (not c.startswith("node-"),
-                                                   c == "etcd", c == "kube-apiserver"))
+        order = sorted(
+            state.pids,
+            key=lambda c: (not c.startswith("node-"), c == "etcd", c == "kube-apiserver"),
+        )
         for component in order:
             _terminate(state.pids[component], grace=30.0 if component.startswith("node-") else 10)
         if remove:
@@ -456,14 +569,10 @@ def _terminate(pid: int, grace: float) -> None:
     while time.monotonic() < deadline and _alive(pid):
         time.sleep(0.1)
     if _alive(pid):
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _unmount_below(directory: Path) -> None:
