@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,7 @@ MODEL_FORMAT = "driftwarden.io/model/v1"
 WEIGHTS_NAME = "model.safetensors"
 META_NAME = "model.json"
 
-# A model that ``strategies.quantize`` quantized carries this attribute (a JSON-able dict,
-# at least {"mode": ...}); saving then goes through ``quantize.export_state``.
-QUANTIZATION_ATTR = "driftwarden_quantization"
+QUANTIZE_MODULE = "optimizer_job.strategies.quantize"
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -81,11 +80,13 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 def state_tensors(module: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
     """The tensors a model directory stores and its quantization block (None if float)."""
-    if isinstance(getattr(module, QUANTIZATION_ATTR, None), dict):
-        from optimizer_job.strategies import quantize  # lazy: torchao is slow to import
-
+    # A quantized model can only come from the quantize module, so it is imported then;
+    # checking sys.modules keeps torchao-free runs from importing it.
+    quantize = sys.modules.get(QUANTIZE_MODULE)
+    if quantize is not None:
         exported, block = quantize.export_state(module)
-        return exported, block
+        if block.get("mode", "none") != "none":
+            return exported, block
     tensors: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
     for name, value in module.state_dict().items():

@@ -1,0 +1,147 @@
+"""What a model costs and how well it does: accuracy, latency percentiles, size, parameters, MACs.
+
+Latency is measured per call of the model on a batch taken from the holdout (rows
+repeated to fill the batch), after warm-up, with the thread count pinned, under
+``torch.inference_mode`` and with CUDA synchronised around each call, so a number
+means the same thing on every run and device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import safetensors.torch
+import torch
+from torch import nn
+
+from optimizer_job.contract import EvaluationSettings, ModelMetrics
+from optimizer_job.dataio import Table
+from optimizer_job.modelio import model_dtype, state_tensors
+from optimizer_job.training import accuracy
+
+PERCENTILES = (50, 95, 99)
+
+
+@contextlib.contextmanager
+def pinned_threads(threads: int) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def measure(
+    model: nn.Module, holdout: Table, device: torch.device, settings: EvaluationSettings
+) -> ModelMetrics:
+    """Metrics of ``model`` on ``holdout`` (accuracy only when it is labelled)."""
+    model.eval().to(device)
+    with pinned_threads(settings.threads):
+        score = accuracy(model, holdout, device) if holdout.y is not None else None
+        latency = {}
+        for batch_size in settings.latency_batch_sizes:
+            timings = latency_samples(
+                model,
+                batch_rows(holdout.X, batch_size),
+                device,
+                settings.latency_warmup,
+                settings.latency_iterations,
+            )
+            for percentile, value in zip(
+                PERCENTILES, np.percentile(timings, PERCENTILES), strict=True
+            ):
+                latency[f"b{batch_size}_p{percentile}"] = round(float(value), 4)
+    return ModelMetrics(
+        accuracy=score,
+        latency_ms=latency,
+        size_bytes=serialized_size(model),
+        parameters=count_parameters(model),
+        macs=count_macs(model, holdout.X[:1], device),
+        device=device.type,
+    )
+
+
+def batch_rows(x: np.ndarray, batch_size: int) -> np.ndarray:
+    """``batch_size`` rows of ``x``, repeating rows when it has fewer."""
+    reps = -(-batch_size // len(x))
+    return np.ascontiguousarray(np.concatenate([x] * reps)[:batch_size])
+
+
+@torch.inference_mode()
+def latency_samples(
+    model: nn.Module, rows: np.ndarray, device: torch.device, warmup: int, iterations: int
+) -> np.ndarray:
+    """Milliseconds of each of ``iterations`` calls on ``rows``, after ``warmup`` calls."""
+    batch = torch.from_numpy(rows).to(device=device, dtype=model_dtype(model))
+    sync = device.type == "cuda"
+    for _ in range(warmup):
+        model(batch)
+    samples = np.empty(iterations, dtype=np.float64)
+    for index in range(iterations):
+        if sync:
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        model(batch)
+        if sync:
+            torch.cuda.synchronize(device)
+        samples[index] = (time.perf_counter() - start) * 1000.0
+    return samples
+
+
+def serialized_size(model: nn.Module) -> int:
+    """Bytes of the weights file a model directory would hold."""
+    tensors, _ = state_tensors(model)
+    return len(safetensors.torch.save(tensors))
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable-shaped values: parameters, plus weights a quantized layer keeps as buffers."""
+    seen: set[int] = set()
+    total = 0
+    for layer in model.modules():
+        tensors: list[torch.Tensor] = [p for p in layer._parameters.values() if p is not None]
+        tensors += [
+            b for name, b in layer._buffers.items() if b is not None and name in ("weight", "bias")
+        ]
+        for tensor in tensors:
+            if id(tensor) not in seen:
+                seen.add(id(tensor))
+                total += tensor.numel()
+    return total
+
+
+@torch.inference_mode()
+def count_macs(model: nn.Module, sample: np.ndarray, device: torch.device) -> int:
+    """Multiply-accumulates of one forward pass on one row, counted by hooks on conv and
+    linear layers (those dominate; activations and norms are left out)."""
+    total = 0
+
+    def conv_hook(layer: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+        nonlocal total
+        assert isinstance(layer, nn.modules.conv._ConvNd)
+        per_output = (layer.in_channels // layer.groups) * int(np.prod(layer.kernel_size))
+        total += output.numel() * per_output
+
+    def linear_hook(layer: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+        nonlocal total
+        in_features = layer.in_features
+        assert isinstance(in_features, int)
+        total += output.numel() * in_features
+
+    handles = []
+    for layer in model.modules():
+        if isinstance(layer, nn.modules.conv._ConvNd):
+            handles.append(layer.register_forward_hook(conv_hook))
+        elif hasattr(layer, "in_features") and hasattr(layer, "out_features"):
+            # nn.Linear and quantized stand-ins for it keep these attributes.
+            handles.append(layer.register_forward_hook(linear_hook))
+    try:
+        model(torch.from_numpy(sample).to(device=device, dtype=model_dtype(model)))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total

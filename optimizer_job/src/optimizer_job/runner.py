@@ -1,0 +1,387 @@
+"""One task, start to finish.
+
+``evaluate``: metrics of the model in use on the holdout, drift of the current data
+against the reference, and drift of the model's predictions.
+
+``optimize``: baseline metrics, the pipeline's stages in order (each measured before
+and after on the same holdout), then the candidate is written to
+``<artifacts_uri>/<optimization>/<run_id>/`` — built in a temporary sibling, reloaded
+from those files and measured again (so the candidate's metrics are of what was
+written), ``result.json`` beside it, and renamed into place. A run directory that is
+already there with a valid MANIFEST and the result of the same run means the run is
+done: the recorded result is returned and nothing is redone.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import ValidationError
+
+from optimizer_job import dataio
+from optimizer_job.contract import (
+    BadInputError,
+    DriftReport,
+    ModelMetrics,
+    RunResult,
+    StageReport,
+    Task,
+    run_artifact_uri,
+)
+from optimizer_job.dataio import Table
+from optimizer_job.evaluate import measure
+from optimizer_job.manifest import ManifestError, verify_manifest
+from optimizer_job.modelio import LoadedModel, load_model, save_model
+from optimizer_job.progress import get_logger
+from optimizer_job.publish import RunDirectoryExistsError, publish_run_directory
+from optimizer_job.strategies import StageContext, apply_stage
+from optimizer_job.strategies.base import Notes
+from optimizer_job.training import predict_proba
+
+RESULT_NAME = "result.json"
+DEFAULT_VALIDATION_PERCENT = 20
+# Prediction drift needs the model's outputs on both tables; a sample this big gives a
+# stable test and keeps evaluation of very large tables quick.
+PREDICTION_DRIFT_ROWS = 50_000
+# model.json keys that describe the weights themselves; the rest is carried over.
+_WEIGHT_META_KEYS = frozenset({"format", "factory", "kwargs", "dtype", "quantization"})
+
+
+@dataclass
+class Inputs:
+    loaded: LoadedModel
+    reference: Table | None
+    current: Table | None
+    holdout: Table | None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        # Not bad input: the same task may land on a node with a GPU when retried.
+        raise RuntimeError("device cuda requested but CUDA is not available on this node")
+    return torch.device(name)
+
+
+def run_task(task: Task) -> RunResult:
+    started = time.perf_counter()
+    log = get_logger()
+    device = resolve_device(task.device)
+    log.info(
+        "run %s: %s of %s/%s on %s, stages: %s",
+        task.run_id,
+        task.kind,
+        task.namespace,
+        task.optimization,
+        device,
+        ",".join(s.type for s in task.stages) or "-",
+    )
+    torch.manual_seed(task.seed)
+    if task.kind == "evaluate":
+        result = evaluate_task(task, device, log, started)
+    else:
+        result = optimize_task(task, device, log, started)
+    log.info("run %s: done in %.1fs", task.run_id, result.seconds)
+    return result
+
+
+def load_inputs(task: Task) -> Inputs:
+    """The model and its tables, each checked against the model's input spec."""
+    loaded = load_model(dataio.path_of(task.model_uri))
+    features = task.data.features or loaded.feature_names or None
+
+    def read(uri: str | None, what: str, require_labels: bool) -> Table | None:
+        if uri is None:
+            return None
+        try:
+            table = dataio.load_table(
+                uri, task.data.label_column, features, require_labels=require_labels
+            )
+        except BadInputError as error:
+            raise BadInputError(f"{what}: {error}") from error
+        if loaded.feature_names:
+            table = dataio.align_features(table, loaded.feature_names, what)
+        dataio.check_shape(table, loaded.input_shape, what)
+        if loaded.num_classes is not None:
+            dataio.check_labels(table, loaded.num_classes, what)
+        return table
+
+    return Inputs(
+        loaded=loaded,
+        reference=read(task.data.reference, "data.reference", False),
+        current=read(task.data.current, "data.current", False),
+        holdout=read(task.data.holdout, "data.holdout", True),
+    )
+
+
+def _decimal(value: str, name: str) -> float:
+    try:
+        number = Decimal(value)
+    except InvalidOperation as error:
+        raise BadInputError(f"evaluation.{name} {value!r} is not a decimal number") from error
+    if not number.is_finite():
+        raise BadInputError(f"evaluation.{name} {value!r} is not finite")
+    return float(number)
+
+
+def evaluate_task(
+    task: Task, device: torch.device, log: logging.Logger, started: float
+) -> RunResult:
+    inputs = load_inputs(task)
+    model = inputs.loaded.module
+    notes: Notes = {}
+    table, name = next(
+        (
+            (t, n)
+            for t, n in ((inputs.holdout, "holdout"), (inputs.current, "current"))
+            if t is not None
+        ),
+        (None, ""),
+    )
+    if table is None:
+        raise BadInputError("evaluate needs data.holdout or data.current")
+    notes["metrics_on"] = name
+    stage_started = time.perf_counter()
+    metrics = measure(model, table, device, task.evaluation)
+    log.info("evaluate: %s", _summary(metrics))
+    drift, drift_notes = measure_drift(task, inputs, device, log)
+    notes.update(drift_notes)
+    return RunResult(
+        kind="evaluate",
+        run_id=task.run_id,
+        ok=True,
+        seconds=round(time.perf_counter() - started, 3),
+        baseline=metrics,
+        drift=drift,
+        stages=[
+            StageReport(
+                type="evaluate",
+                seconds=round(time.perf_counter() - stage_started, 3),
+                after=metrics,
+                notes=notes,
+            )
+        ],
+    )
+
+
+def _sample(x: np.ndarray, rows: int, seed: int) -> np.ndarray:
+    if len(x) <= rows:
+        return x
+    return x[np.sort(np.random.default_rng(seed).choice(len(x), rows, replace=False))]
+
+
+def measure_drift(
+    task: Task, inputs: Inputs, device: torch.device, log: logging.Logger
+) -> tuple[DriftReport | None, Notes]:
+    """Feature drift of current vs reference and the p-value of prediction drift."""
+    if inputs.reference is None or inputs.current is None:
+        return None, {"drift": "skipped: needs data.reference and data.current"}
+    try:
+        from optimizer_job import drift as drift_module
+    except ImportError as error:
+        return None, {"drift": f"skipped: drift statistics unavailable ({error})"}
+    compare = getattr(drift_module, "compare", None)
+    prediction_drift = getattr(drift_module, "prediction_drift", None)
+    if compare is None:
+        return None, {"drift": "skipped: drift statistics unavailable (no drift.compare)"}
+    alpha = _decimal(task.evaluation.alpha, "alpha")
+    threshold = _decimal(task.evaluation.drift_threshold, "driftThreshold")
+    reference, names = dataio.flat_features(inputs.reference)
+    current, _ = dataio.flat_features(inputs.current)
+    started = time.perf_counter()
+    report: DriftReport = compare(
+        reference, current, names, task.evaluation.drift_metric, alpha, threshold
+    )
+    notes: Notes = {"drift_seconds": round(time.perf_counter() - started, 3)}
+    if prediction_drift is not None:
+        model = inputs.loaded.module
+        p_reference = predict_proba(
+            model, _sample(inputs.reference.X, PREDICTION_DRIFT_ROWS, task.seed), device
+        )
+        p_current = predict_proba(
+            model, _sample(inputs.current.X, PREDICTION_DRIFT_ROWS, task.seed), device
+        )
+        p_value = float(prediction_drift(p_reference, p_current))
+        report = report.model_copy(update={"prediction_drift_p": p_value})
+    else:
+        notes["prediction_drift"] = "skipped: no drift.prediction_drift"
+    log.info(
+        "drift: %s score=%.4f detected=%s drifted=%d/%d prediction_p=%s",
+        report.metric,
+        report.score,
+        report.detected,
+        len(report.drifted_features),
+        len(names),
+        report.prediction_drift_p,
+    )
+    return report, notes
+
+
+def _empty_like(table: Table) -> Table:
+    return Table(
+        X=np.empty((0, *table.sample_shape), dtype=np.float32),
+        y=np.empty(0, dtype=np.int64),
+        feature_names=table.feature_names,
+        source=np.empty(0, dtype=np.int8),
+    )
+
+
+def training_pool(task: Task, inputs: Inputs, like: Table) -> tuple[Table, Table]:
+    """(train, validation) from the labelled reference and current rows, tagged by source.
+
+    The validation share is the first retrain stage's, else 20 %; the split is
+    stratified and fixed by the task's seed.
+    """
+    parts = [
+        table.with_source(source)
+        for table, source in (
+            (inputs.reference, dataio.SOURCE_REFERENCE),
+            (inputs.current, dataio.SOURCE_CURRENT),
+        )
+        if table is not None and table.y is not None
+    ]
+    if not parts:
+        return _empty_like(like), _empty_like(like)
+    percent = next(
+        (s.validation_percent for s in task.stages if s.type == "retrain"),
+        DEFAULT_VALIDATION_PERCENT,
+    )
+    return dataio.split_stratified(dataio.concat(parts), percent, task.seed)
+
+
+def recorded_result(final_dir: Path, run_id: str) -> RunResult | None:
+    """The result of a run already published at ``final_dir``, or None if there is none.
+
+    A directory that is there but is not a complete result of this run is never
+    replaced: that is bad input.
+    """
+    if not final_dir.exists():
+        return None
+    try:
+        result = RunResult.model_validate_json((final_dir / RESULT_NAME).read_text())
+        digest = verify_manifest(final_dir)
+    except (OSError, ValidationError, ManifestError) as error:
+        raise BadInputError(
+            f"{final_dir} exists but is not a complete run ({error}); it is never replaced"
+        ) from error
+    if result.run_id != run_id or not result.ok or result.manifest_sha256 != digest:
+        raise BadInputError(f"{final_dir} holds another result; it is never replaced")
+    return result
+
+
+def _summary(metrics: ModelMetrics) -> str:
+    parts = []
+    if metrics.accuracy is not None:
+        parts.append(f"accuracy={metrics.accuracy:.4f}")
+    parts += [f"{k}={v:.3f}ms" for k, v in metrics.latency_ms.items() if k.endswith("_p50")]
+    parts.append(f"size={metrics.size_bytes}B params={metrics.parameters} macs={metrics.macs}")
+    return " ".join(parts)
+
+
+def optimize_task(
+    task: Task, device: torch.device, log: logging.Logger, started: float
+) -> RunResult:
+    if not task.artifacts_uri:
+        raise BadInputError("optimize needs artifacts_uri")
+    if not task.stages:
+        raise BadInputError("optimize needs at least one pipeline stage")
+    artifact_uri = run_artifact_uri(task.artifacts_uri, task.optimization, task.run_id)
+    final_dir = dataio.path_of(artifact_uri)
+    recorded = recorded_result(final_dir, task.run_id)
+    if recorded is not None:
+        log.info("run %s already published at %s: returning its result", task.run_id, final_dir)
+        return recorded
+    inputs = load_inputs(task)
+    holdout = inputs.holdout
+    if holdout is None or holdout.y is None:
+        raise BadInputError("optimize needs a labelled data.holdout to measure the candidate")
+    loaded = inputs.loaded
+    train, validation = training_pool(task, inputs, holdout)
+    ctx = StageContext(
+        device=device,
+        seed=task.seed,
+        train=train,
+        validation=validation,
+        holdout=holdout,
+        log=log,
+        factory=loaded.factory,
+        kwargs=loaded.kwargs,
+        meta=loaded.meta,
+    )
+    baseline = measure(loaded.module, holdout, device, task.evaluation)
+    log.info("baseline: %s", _summary(baseline))
+    model = copy.deepcopy(loaded.module)
+    reports: list[StageReport] = []
+    before = baseline
+    for index, stage in enumerate(task.stages, start=1):
+        log.info("stage %d/%d %s: start", index, len(task.stages), stage.type)
+        stage_started = time.perf_counter()
+        outcome = apply_stage(stage, model, ctx)
+        seconds = time.perf_counter() - stage_started
+        after = measure(outcome.model, holdout, device, task.evaluation)
+        log.info(
+            "stage %d/%d %s: %.1fs, %s",
+            index,
+            len(task.stages),
+            stage.type,
+            seconds,
+            _summary(after),
+        )
+        reports.append(
+            StageReport(
+                type=stage.type,
+                seconds=round(seconds, 3),
+                before=before,
+                after=after,
+                notes=outcome.notes,
+            )
+        )
+        model, ctx, before = outcome.model, outcome.ctx, after
+    extra_meta: dict[str, Any] = {
+        k: v for k, v in loaded.meta.items() if k not in _WEIGHT_META_KEYS
+    }
+    extra_meta["lineage"] = {
+        "parent": task.model_uri,
+        "optimization": f"{task.namespace}/{task.optimization}",
+        "run_id": task.run_id,
+        "stages": [stage.model_dump() for stage in task.stages],
+    }
+
+    def build(directory: Path) -> RunResult:
+        digest = save_model(model, ctx.factory, ctx.kwargs, directory, extra_meta)
+        # Measure what was written, as a reader will load it.
+        candidate = measure(load_model(directory).module, holdout, device, task.evaluation)
+        log.info("candidate: %s", _summary(candidate))
+        result = RunResult(
+            kind="optimize",
+            run_id=task.run_id,
+            ok=True,
+            seconds=round(time.perf_counter() - started, 3),
+            baseline=baseline,
+            candidate=candidate,
+            stages=reports,
+            artifact_uri=artifact_uri,
+            manifest_sha256=digest,
+        )
+        (directory / RESULT_NAME).write_text(result.model_dump_json(indent=2) + "\n")
+        return result
+
+    try:
+        result = publish_run_directory(build, final_dir)
+    except RunDirectoryExistsError:
+        # Another attempt of the same run published first: its result stands.
+        recorded = recorded_result(final_dir, task.run_id)
+        if recorded is None:
+            raise
+        return recorded
+    log.info("published %s (MANIFEST sha256 %s)", artifact_uri, result.manifest_sha256)
+    return result
