@@ -74,7 +74,7 @@ def exported() -> tuple[set[str], set[str]]:
         accuracy=0.9,
         timestamp=1_700_000_000.0,
     )
-    metrics.record_run("prod", "fraud", "failed", 60.0)
+    metrics.record_run("prod", "fraud", "Failed", 60.0)
     metrics.set_temporary_fix("prod", "fraud", True, expires_at=1_700_003_600.0)
     metrics.observe_reconcile(0.01)
     text = generate_latest(metrics.registry).decode()

@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from driftwarden.metrics import RUN_OUTCOMES, OperatorMetrics
+from driftwarden.metrics import OUTCOME_LABELS, RUN_OUTCOMES, OperatorMetrics
 
 pytestmark = pytest.mark.unit
 
@@ -65,28 +65,32 @@ def test_evaluation_values_and_labels() -> None:
     # The temporary fix is off until said otherwise, and every outcome starts at zero so
     # that increase() sees the first failure.
     assert value(samples, "driftwarden_temporary_fix_active", **key) == 0
-    for outcome in RUN_OUTCOMES:
+    for outcome in OUTCOME_LABELS.values():
         assert value(samples, "driftwarden_optimization_runs_total", **key, outcome=outcome) == 0
+    assert len(OUTCOME_LABELS) == len(RUN_OUTCOMES) == 6
 
 
 def test_runs_counted_by_outcome_with_duration_histogram() -> None:
     metrics = OperatorMetrics()
-    metrics.record_run("prod", "fraud", "failed", 45.0)
-    metrics.record_run("prod", "fraud", "promoted", 700.0)
-    metrics.record_run("prod", "fraud", "promoted", 90_000.0)
+    metrics.record_run("prod", "fraud", "Failed", 45.0)
+    metrics.record_run("prod", "fraud", "Promoted", 700.0)
+    metrics.record_run("prod", "fraud", "Promoted", 90_000.0)
+    metrics.record_run("prod", "fraud", "RolledBack", 5.0)
     samples = scrape(metrics)
     key = {"namespace": "prod", "name": "fraud"}
     runs = "driftwarden_optimization_runs_total"
     assert value(samples, runs, **key, outcome="failed") == 1
     assert value(samples, runs, **key, outcome="promoted") == 2
+    assert value(samples, runs, **key, outcome="rolled_back") == 1
     assert value(samples, runs, **key, outcome="rejected") == 0
     hist = "driftwarden_optimization_run_duration_seconds"
-    assert value(samples, hist + "_count", **key) == 3
-    assert value(samples, hist + "_sum", **key) == pytest.approx(90_745.0)
-    assert value(samples, hist + "_bucket", **key, le="60.0") == 1
-    assert value(samples, hist + "_bucket", **key, le="1200.0") == 2
-    assert value(samples, hist + "_bucket", **key, le="86400.0") == 2
-    assert value(samples, hist + "_bucket", **key, le="+Inf") == 3
+    assert value(samples, hist + "_count", **key) == 4
+    assert value(samples, hist + "_sum", **key) == pytest.approx(90_750.0)
+    assert value(samples, hist + "_bucket", **key, le="10.0") == 1
+    assert value(samples, hist + "_bucket", **key, le="60.0") == 2
+    assert value(samples, hist + "_bucket", **key, le="1200.0") == 3
+    assert value(samples, hist + "_bucket", **key, le="86400.0") == 3
+    assert value(samples, hist + "_bucket", **key, le="+Inf") == 4
 
 
 def test_latency_histogram_has_a_bucket_at_each_resources_slo() -> None:
@@ -131,7 +135,7 @@ def test_forget_removes_every_series_of_that_resource_only() -> None:
         metrics.set_slo("prod", name, 50.0)
         metrics.set_evaluation_interval("prod", name, 300.0)
         evaluate(metrics, "prod", name)
-        metrics.record_run("prod", name, "succeeded", 30.0)
+        metrics.record_run("prod", name, "Succeeded", 30.0)
         metrics.set_temporary_fix("prod", name, True, expires_at=1_700_003_600.0)
     before = scrape(metrics)
     assert len(series_of(before, "prod", "fraud")) > 20
@@ -178,7 +182,7 @@ def test_labels_stay_bounded_whatever_happens() -> None:
         return len(scrape(metrics))
 
     evaluate(metrics, "prod", "fraud")
-    metrics.record_run("prod", "fraud", "failed", 10.0)
+    metrics.record_run("prod", "fraud", "Failed", 10.0)
     metrics.observe_reconcile(0.01)
     baseline = series_count()
     for i in range(50):
@@ -197,7 +201,7 @@ def test_labels_stay_bounded_whatever_happens() -> None:
 def test_bad_input_is_refused() -> None:
     metrics = OperatorMetrics()
     with pytest.raises(ValueError, match="outcome"):
-        metrics.record_run("prod", "fraud", "exploded", 1.0)  # type: ignore[arg-type]
+        metrics.record_run("prod", "fraud", "failed", 1.0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="latency key"):
         metrics.record_evaluation(
             "prod",
@@ -244,7 +248,7 @@ def test_concurrent_writers_and_scrapes_lose_nothing() -> None:
 
     def work(name: str) -> None:
         for _ in range(per_thread):
-            metrics.record_run("prod", name, "succeeded", 1.0)
+            metrics.record_run("prod", name, "Succeeded", 1.0)
             metrics.observe_reconcile(0.002)
 
     threads = [threading.Thread(target=work, args=(f"m{i % 2}",)) for i in range(4)]

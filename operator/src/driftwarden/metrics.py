@@ -37,14 +37,24 @@ from prometheus_client.metrics_core import (
 PREFIX: Final = "driftwarden_"
 RESOURCE_LABELS: Final = ("namespace", "name")
 
-# The outcome of one optimization run. A fixed set, so `outcome` stays a bounded label.
-#   promoted  - the candidate passed the gates and the target now serves it
-#   succeeded - the candidate passed the gates and waits (promotion Manual, or no target)
-#   rejected  - the candidate failed a gate; the old model stays
-#   failed    - the Job failed (bad input, crash, deadline)
-#   cancelled - the run was abandoned (resource suspended, spec changed under it)
-RunOutcome = Literal["promoted", "succeeded", "rejected", "failed", "cancelled"]
+# The outcome of one optimization run, spelled as status.runs[].outcome in the CRD. A fixed
+# set, so the `outcome` label (the same words in lower snake case) stays bounded:
+#   Promoted   - the candidate passed the gates and the target now serves it
+#   Succeeded  - the candidate passed the gates and waits (promotion Manual, or no target)
+#   Rejected   - the candidate failed a gate; the old model stays
+#   Failed     - the Job failed (bad input, crash, deadline)
+#   RolledBack - promoted, then rolled back after the next evaluation
+#   Cancelled  - the run was abandoned (resource suspended, spec changed under it)
+RunOutcome = Literal["Promoted", "Succeeded", "Rejected", "Failed", "RolledBack", "Cancelled"]
 RUN_OUTCOMES: Final[tuple[RunOutcome, ...]] = get_args(RunOutcome)
+OUTCOME_LABELS: Final[dict[RunOutcome, str]] = {
+    "Promoted": "promoted",
+    "Succeeded": "succeeded",
+    "Rejected": "rejected",
+    "Failed": "failed",
+    "RolledBack": "rolled_back",
+    "Cancelled": "cancelled",
+}
 
 # Latency quantiles the evaluate stage reports, keyed as the operator passes them.
 LatencyQuantileKey = Literal["p50", "p95", "p99"]
@@ -160,7 +170,7 @@ class _ResourceState:
     evaluation_interval: float | None = None
     temporary_fix_active: bool = False
     temporary_fix_expiry: float | None = None
-    runs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RUN_OUTCOMES, 0))
+    runs: dict[RunOutcome, int] = field(default_factory=lambda: dict.fromkeys(RUN_OUTCOMES, 0))
     run_duration: _Buckets = field(default_factory=lambda: _Buckets(RUN_DURATION_BUCKETS_SECONDS))
     latency_observed: _Buckets = field(default_factory=lambda: _latency_buckets(None))
 
@@ -252,7 +262,7 @@ class OperatorMetrics:
             self._state(namespace, name).evaluation_interval = seconds
 
     def record_run(self, namespace: str, name: str, outcome: RunOutcome, seconds: float) -> None:
-        """A finished optimization run: its outcome and its wall time."""
+        """A finished optimization run: its outcome (as in status.runs) and its wall time."""
         if outcome not in RUN_OUTCOMES:
             raise ValueError(f"outcome {outcome!r} is not one of {list(RUN_OUTCOMES)}")
         with self._lock:
@@ -388,7 +398,7 @@ class _Families:
         for quantile, seconds in sorted(state.latency_seconds.items()):
             self.latency.add_metric([*labels, quantile], seconds)
         for outcome in RUN_OUTCOMES:
-            self.runs.add_metric([*labels, outcome], state.runs[outcome])
+            self.runs.add_metric([*labels, OUTCOME_LABELS[outcome]], state.runs[outcome])
         self.run_duration.add_metric(
             labels, state.run_duration.cumulative(), state.run_duration.sum
         )

@@ -1,0 +1,379 @@
+"""The Helm chart: lint, render with default and non-default values, check what it renders."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterable
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts/driftwarden"
+VALUES = CHART / "tests"
+RELEASE, NAMESPACE = "dw", "driftwarden-system"
+
+Manifest = dict[str, Any]
+
+
+@cache
+def helm() -> str:
+    """helm built by `devcluster build` (or $HELM, or one on PATH)."""
+    candidates = [os.environ.get("HELM")]
+    try:
+        from devcluster.build import HELM, cache_dir
+
+        candidates.append(str(cache_dir(HELM) / "helm"))
+    except (ImportError, SystemExit, OSError, subprocess.CalledProcessError):
+        pass  # no Go to compute the cache key: fall back to PATH
+    candidates.append(shutil.which("helm"))
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return candidate
+    reason = "helm not found ($HELM, `devcluster build`'s cache, PATH)"
+    if os.environ.get("CI"):
+        pytest.fail(reason + "; CI must build it with `devcluster build`")
+    pytest.skip(reason + "; build it with `.venv/bin/devcluster build`")
+
+
+def run_helm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([helm(), *args], capture_output=True, text=True, timeout=60, cwd=CHART)
+
+
+def render(*value_files: str, sets: Iterable[str] = ()) -> list[Manifest]:
+    args = ["template", RELEASE, ".", "--namespace", NAMESPACE]
+    for name in value_files:
+        args += ["-f", str(VALUES / name)]
+    for assignment in sets:
+        args += ["--set", assignment]
+    result = run_helm(*args)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def of_kind(manifests: list[Manifest], kind: str) -> list[Manifest]:
+    return [m for m in manifests if m["kind"] == kind]
+
+
+def one(manifests: list[Manifest], kind: str) -> Manifest:
+    found = of_kind(manifests, kind)
+    assert len(found) == 1, f"{len(found)} {kind}"
+    return found[0]
+
+
+def rules_of(manifests: list[Manifest]) -> list[tuple[str, Manifest, dict[str, Any]]]:
+    return [
+        (m["kind"], m, rule)
+        for m in manifests
+        if m["kind"] in ("Role", "ClusterRole")
+        for rule in m["rules"]
+    ]
+
+
+def granted(manifests: list[Manifest], group: str, resource: str) -> set[str]:
+    return {
+        verb
+        for _, _, rule in rules_of(manifests)
+        if group in rule["apiGroups"] and resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def restricted_violations(pod_spec: dict[str, Any]) -> list[str]:
+    """What the restricted Pod Security Standard would refuse (its checks, by hand)."""
+    problems = []
+    for host in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod_spec.get(host):
+            problems.append(host)
+    allowed_volumes = {"configMap", "emptyDir", "projected", "secret", "downwardAPI"}
+    allowed_volumes |= {"persistentVolumeClaim", "ephemeral", "csi"}
+    for volume in pod_spec.get("volumes", []):
+        kinds = set(volume) - {"name"}
+        if not kinds <= allowed_volumes:
+            problems.append(f"volume {volume['name']}: {kinds}")
+    pod_sc = pod_spec.get("securityContext", {})
+    for container in pod_spec.get("initContainers", []) + pod_spec["containers"]:
+        sc = container.get("securityContext", {})
+        name = container["name"]
+        if sc.get("privileged"):
+            problems.append(f"{name}: privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{name}: allowPrivilegeEscalation not false")
+        if sc.get("capabilities", {}).get("drop") != ["ALL"]:
+            problems.append(f"{name}: capabilities not dropped")
+        if set(sc.get("capabilities", {}).get("add", [])) - {"NET_BIND_SERVICE"}:
+            problems.append(f"{name}: capabilities added")
+        if not sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")):
+            problems.append(f"{name}: runAsNonRoot")
+        if sc.get("runAsUser", pod_sc.get("runAsUser")) == 0:
+            problems.append(f"{name}: runAsUser 0")
+        seccomp = sc.get("seccompProfile", pod_sc.get("seccompProfile", {}))
+        if seccomp.get("type") not in ("RuntimeDefault", "Localhost"):
+            problems.append(f"{name}: seccompProfile")
+        if any(port.get("hostPort") for port in container.get("ports", [])):
+            problems.append(f"{name}: hostPort")
+    return problems
+
+
+def test_lint_default_and_non_default_values() -> None:
+    for files in ([], ["values-namespaced.yaml"], ["values-monitoring.yaml"]):
+        args = ["lint", "--strict", "."]
+        for name in files:
+            args += ["-f", str(VALUES / name)]
+        result = run_helm(*args)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_schema_refuses_a_typo_and_bad_values() -> None:
+    result = run_helm("template", RELEASE, ".", "-f", str(VALUES / "values-typo.yaml"))
+    assert result.returncode != 0
+    assert "enabeld" in result.stderr
+    for assignment, named in (
+        ("watchNamespaces={Not_A_Namespace}", "watchNamespaces"),
+        ("metrics.port=70000", "port"),
+        ("image.pullPolicy=Sometimes", "pullPolicy"),
+        ("operator.resourcse.limits.cpu=1", "resourcse"),
+    ):
+        result = run_helm("template", RELEASE, ".", "--set", assignment)
+        assert result.returncode != 0, assignment
+        assert named in result.stderr, result.stderr
+
+
+def test_operator_deployment_defaults() -> None:
+    manifests = render()
+    deployment = one(manifests, "Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    assert restricted_violations(pod) == []
+    assert pod["securityContext"]["runAsUser"] == 65532
+    (container,) = pod["containers"]
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["runAsUser"] == 65532
+    tmp = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}["/tmp"]
+    assert "emptyDir" in {v["name"]: v for v in pod["volumes"]}[tmp]
+    assert container["command"] == ["python", "-m", "driftwarden"]
+    args = container["args"]
+    assert "--liveness-endpoint=http://0.0.0.0:8080/healthz" in args
+    assert "--all-namespaces" in args
+    assert "--standalone" in args
+    assert "--metrics-port=9090" in args
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"health": 8080, "metrics": 9090}
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert set(container["resources"]) == {"requests", "limits"}
+    assert container["image"] == "ghcr.io/driftwarden/operator:0.1.0"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["DRIFTWARDEN_JOB_SERVICE_ACCOUNT"] == f"{RELEASE}-driftwarden-job"
+    assert env["DRIFTWARDEN_JOB_IMAGE"] == "ghcr.io/driftwarden/optimizer-job:0.1.0"
+    accounts = {sa["metadata"]["name"]: sa for sa in of_kind(manifests, "ServiceAccount")}
+    assert pod["serviceAccountName"] == f"{RELEASE}-driftwarden"
+    assert pod["serviceAccountName"] in accounts
+
+
+def test_no_wildcards_and_no_more_than_needed_in_any_rbac() -> None:
+    for files in ([], ["values-namespaced.yaml"], ["values-monitoring.yaml"]):
+        manifests = render(*files)
+        rules = rules_of(manifests)
+        assert rules
+        for kind, manifest, rule in rules:
+            where = f"{kind} {manifest['metadata']['name']}"
+            for field in ("apiGroups", "resources", "verbs"):
+                assert "*" not in rule[field], f"{where}: wildcard in {field}"
+            assert "nonResourceURLs" not in rule, where
+            assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), where
+        assert not granted(manifests, "", "secrets")
+        assert not granted(manifests, "", "serviceaccounts")
+        assert granted(manifests, "apps", "deployments") == {"get", "list", "watch", "patch"}
+        assert granted(manifests, "driftwarden.io", "modeloptimizations") == {
+            "get",
+            "list",
+            "watch",
+            "patch",
+        }
+        assert "patch" in granted(manifests, "driftwarden.io", "modeloptimizations/status")
+        assert granted(manifests, "batch", "jobs") == {"create", "get", "list", "watch", "delete"}
+        assert granted(manifests, "", "pods/log") == {"get"}
+        assert {"create", "patch"} <= granted(manifests, "events.k8s.io", "events")
+        assert granted(manifests, "apiextensions.k8s.io", "customresourcedefinitions") == {
+            "get",
+            "list",
+            "watch",
+        }
+
+
+def test_all_namespaces_uses_cluster_roles_without_peering_rights() -> None:
+    manifests = render()
+    assert of_kind(manifests, "Role") == []
+    assert {m["roleRef"]["name"] for m in of_kind(manifests, "ClusterRoleBinding")} == {
+        f"{RELEASE}-driftwarden-cluster",
+        f"{RELEASE}-driftwarden-workloads",
+    }
+    assert not any("kopf.dev" in rule["apiGroups"] for _, _, rule in rules_of(manifests))
+
+
+def test_namespace_list_confines_rights_to_those_namespaces() -> None:
+    manifests = render("values-namespaced.yaml")
+    watched = {"ml-prod", "ml-staging"}
+    roles = of_kind(manifests, "Role")
+    assert {r["metadata"]["namespace"] for r in roles} == watched
+    bindings = of_kind(manifests, "RoleBinding")
+    assert {b["metadata"]["namespace"] for b in bindings} == watched
+    for binding in bindings:
+        (subject,) = binding["subjects"]
+        assert subject == {
+            "kind": "ServiceAccount",
+            "name": f"{RELEASE}-driftwarden",
+            "namespace": NAMESPACE,
+        }
+    # Cluster-wide: reading the CRD, nothing namespaced.
+    (cluster_role,) = of_kind(manifests, "ClusterRole")
+    assert [r["resources"] for r in cluster_role["rules"]] == [["customresourcedefinitions"]]
+    # Deployment patches only on the named targets; reads stay unrestricted.
+    for role in roles:
+        deployment_rules = [r for r in role["rules"] if r["resources"] == ["deployments"]]
+        patch = [r for r in deployment_rules if "patch" in r["verbs"]]
+        assert patch == [
+            {
+                "apiGroups": ["apps"],
+                "resources": ["deployments"],
+                "resourceNames": ["churn-serving", "fraud-serving"],
+                "verbs": ["patch"],
+            }
+        ]
+        assert any(r["resources"] == ["kopfpeerings"] for r in role["rules"])
+    args = one(manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--namespace=ml-prod" in args
+    assert "--namespace=ml-staging" in args
+    assert "--all-namespaces" not in args
+    assert "--peering-name=driftwarden" in args
+    assert "--standalone" not in args
+
+
+def test_job_service_accounts_have_no_token() -> None:
+    manifests = render("values-namespaced.yaml")
+    job_accounts = [
+        sa
+        for sa in of_kind(manifests, "ServiceAccount")
+        if sa["metadata"]["name"] == f"{RELEASE}-driftwarden-job"
+    ]
+    assert {sa["metadata"]["namespace"] for sa in job_accounts} == {
+        "ml-prod",
+        "ml-staging",
+        "ml-batch",
+    }
+    for account in job_accounts:
+        assert account["automountServiceAccountToken"] is False
+    # No role binds the Jobs' account.
+    for binding in of_kind(manifests, "RoleBinding") + of_kind(manifests, "ClusterRoleBinding"):
+        assert all(s["name"] != f"{RELEASE}-driftwarden-job" for s in binding["subjects"])
+    # All-namespaces mode: one in the release namespace.
+    (default_job_account,) = [
+        sa
+        for sa in of_kind(render(), "ServiceAccount")
+        if sa["metadata"]["name"] == f"{RELEASE}-driftwarden-job"
+    ]
+    assert default_job_account["metadata"]["namespace"] == NAMESPACE
+    assert default_job_account["automountServiceAccountToken"] is False
+
+
+def test_monitoring_switches() -> None:
+    off = render()
+    for kind in ("ServiceMonitor", "PrometheusRule"):
+        assert of_kind(off, kind) == []
+    assert [c for c in of_kind(off, "ConfigMap") if "dashboard" in c["metadata"]["name"]] == []
+
+    on = render("values-monitoring.yaml")
+    service = one(on, "Service")
+    monitor = one(on, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == service["spec"]["ports"][0]["name"] == "metrics"
+    assert endpoint["honorLabels"] is True
+    assert endpoint["interval"] == "15s"
+    # The alerts look for job="driftwarden": the jobLabel must give exactly that.
+    assert service["metadata"]["labels"][monitor["spec"]["jobLabel"]] == "driftwarden"
+
+    rule = one(on, "PrometheusRule")
+    shipped = yaml.safe_load((CHART / "files/alerts.yaml").read_text())
+    rebased = json.loads(
+        json.dumps(shipped).replace(
+            "docs/troubleshooting.md", "https://docs.example.com/driftwarden/troubleshooting.md"
+        )
+    )
+    assert rule["spec"] == rebased
+    assert rule["spec"] != shipped  # the runbook base really was applied
+
+    dashboard = one(on, "ConfigMap")
+    assert dashboard["metadata"]["namespace"] == "monitoring"
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["driftwarden.json"]) == json.loads(
+        (CHART / "files/dashboard.json").read_text()
+    )
+
+
+def test_network_policy_admits_only_the_metrics_port() -> None:
+    for files, peers in (
+        ([], [{"namespaceSelector": {}}]),
+        (
+            ["values-monitoring.yaml"],
+            [
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}
+                    },
+                    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+                }
+            ],
+        ),
+    ):
+        manifests = render(*files)
+        policy = one(manifests, "NetworkPolicy")
+        pod_labels = one(manifests, "Deployment")["spec"]["template"]["metadata"]["labels"]
+        assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+        (ingress,) = policy["spec"]["ingress"]
+        assert ingress["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+        assert ingress["from"] == peers
+    assert of_kind(render(sets=["networkPolicy.enabled=false"]), "NetworkPolicy") == []
+
+
+def test_notes_explain_scope_and_crd_upgrade() -> None:
+    result = run_helm(
+        "install",
+        RELEASE,
+        ".",
+        "--dry-run=client",
+        "--namespace",
+        NAMESPACE,
+        "-f",
+        str(VALUES / "values-namespaced.yaml"),
+    )
+    assert result.returncode == 0, result.stderr
+    notes = result.stdout.split("NOTES:", 1)[1]
+    assert "ml-prod, ml-staging" in notes
+    assert "kubectl apply --server-side -f" in notes
+
+
+def test_chart_crd_is_identical_to_the_repository_crd() -> None:
+    source = sorted((ROOT / "crds").glob("*.yaml"))
+    copied = sorted((CHART / "crds").glob("*.yaml"))
+    assert source, "crds/ holds no CRD"
+    assert [p.name for p in copied] == [p.name for p in source]
+    for original, copy in zip(source, copied, strict=True):
+        assert copy.read_bytes() == original.read_bytes(), (
+            f"{copy} differs from {original}: cp crds/*.yaml charts/driftwarden/crds/"
+        )
