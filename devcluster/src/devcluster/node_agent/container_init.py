@@ -1,0 +1,191 @@
+"""Turn this process into a container, then exec its command.
+
+Run as root by the agent (`python -m devcluster.node_agent.container_init SPEC`): enter new
+mount and UTS namespaces, bind-mount the Pod's volumes at their mount paths, set the hostname,
+drop to the Pod's user and groups, change to the working directory and exec. The process keeps
+its PID through the exec, so the agent's handle is the container's main process.
+
+Standard library only, and nothing heavy: this runs before every container start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import stat
+import sys
+from pathlib import Path
+
+from devcluster.node_agent.launch_spec import BindMount, LaunchSpec
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+MS_RDONLY = 0x1
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+PR_SET_NO_NEW_PRIVS = 38
+START_ERROR_EXIT_CODE = 128
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"{what}: {os.strerror(errno)}")
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str = "") -> None:
+    _check(
+        _libc.mount(
+            source.encode() if source is not None else None,
+            target.encode(),
+            fstype.encode() if fstype is not None else None,
+            ctypes.c_ulong(flags),
+            data.encode() if data else None,
+        ),
+        f"mount {source} on {target}",
+    )
+
+
+def _reachable(path: str, uid: int, gids: set[int]) -> bool:
+    """Can `uid` search this directory (the x bit that applies to it)?"""
+    info = Path(path).stat()
+    if info.st_uid == uid:
+        return bool(info.st_mode & stat.S_IXUSR)
+    if info.st_gid in gids:
+        return bool(info.st_mode & stat.S_IXGRP)
+    return bool(info.st_mode & stat.S_IXOTH)
+
+
+def _ensure_mount_point(target: str, source_is_dir: bool) -> None:
+    path = Path(target)
+    if path.exists() or path.is_symlink():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if source_is_dir:
+        path.mkdir(0o755)
+    else:
+        path.touch()
+
+
+class _Binder:
+    """Bind mounts from O_PATH handles opened before anything was hidden."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self._fds: dict[str, int] = {}
+        for path in paths:
+            if path not in self._fds and Path(path).exists():
+                self._fds[path] = os.open(path, os.O_PATH | os.O_CLOEXEC)
+
+    def bind(self, source: str, target: str, *, read_only: bool) -> None:
+        handle = f"/proc/self/fd/{self._fds[source]}"
+        _ensure_mount_point(target, Path(handle).is_dir())
+        _mount(handle, target, None, MS_BIND | MS_REC)
+        if read_only:
+            _mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC)
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+
+
+def _expose_closed_ancestors(spec: LaunchSpec, binder: _Binder, uid: int, gids: set[int]) -> None:
+    """Keep the interpreter reachable for a non-root user although e.g. /root is mode 0700.
+
+    A directory the user cannot search is covered, in this mount namespace only, by an empty
+    tmpfs, and each path the container needs below it is bound back in. Nothing outside the
+    namespace changes, and the rest of that directory stays hidden, as it would in an image.
+    """
+    keeps = [path for path in spec.keep_reachable if Path(path).is_dir()]
+    for keep in keeps:
+        while True:
+            parts = Path(keep).parts
+            closed = next(
+                (
+                    str(Path(*parts[:i]))
+                    for i in range(1, len(parts))
+                    if not _reachable(str(Path(*parts[:i])), uid, gids)
+                ),
+                None,
+            )
+            if closed is None:
+                break
+            _mount("tmpfs", closed, "tmpfs", 0, "mode=755")
+            for other in keeps:
+                if other.startswith(closed.rstrip("/") + "/"):
+                    Path(other).mkdir(mode=0o755, parents=True, exist_ok=True)
+                    binder.bind(other, other, read_only=False)
+
+
+def _enter_namespaces(spec: LaunchSpec) -> None:
+    if spec.join_pid is not None:
+        for kind, flag in (("mnt", CLONE_NEWNS), ("uts", CLONE_NEWUTS)):
+            fd = os.open(f"/proc/{spec.join_pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                _check(_libc.setns(fd, flag), f"setns {kind}")
+            finally:
+                os.close(fd)
+        return
+    _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWUTS), "unshare")
+    # Nothing mounted here may leak back to the host.
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    if spec.hostname:
+        name = spec.hostname.encode()
+        _check(_libc.sethostname(name, len(name)), "sethostname")
+
+
+def _mount_volumes(spec: LaunchSpec) -> None:
+    mounts: list[BindMount] = spec.mounts
+    binder = _Binder([m.source for m in mounts] + list(spec.keep_reachable))
+    try:
+        if spec.uid not in (None, 0):
+            gids = {spec.gid or 0, *spec.groups}
+            _expose_closed_ancestors(spec, binder, spec.uid, gids)
+        for mount in mounts:
+            binder.bind(mount.source, mount.target, read_only=mount.read_only)
+    finally:
+        binder.close()
+
+
+def _drop_privileges(spec: LaunchSpec) -> None:
+    if spec.uid is None and spec.gid is None and not spec.groups:
+        return
+    os.setgroups(spec.groups)
+    os.setgid(spec.gid if spec.gid is not None else 0)
+    if spec.uid is not None:
+        os.setuid(spec.uid)
+
+
+def become_container(spec: LaunchSpec) -> None:
+    _enter_namespaces(spec)
+    if spec.join_pid is None:
+        _mount_volumes(spec)
+        Path(spec.working_dir).mkdir(parents=True, exist_ok=True)
+    _drop_privileges(spec)
+    if spec.no_new_privileges:
+        _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(NO_NEW_PRIVS)")
+    os.chdir(spec.working_dir)
+
+
+def main() -> None:
+    spec_path = Path(sys.argv[1])
+    spec = LaunchSpec.read(spec_path)
+    spec_path.unlink(missing_ok=True)  # it may hold secret values
+    try:
+        become_container(spec)
+        os.execvpe(spec.argv[0], spec.argv, spec.env)  # noqa: S606 (no shell on purpose)
+    except OSError as error:
+        message = f"failed to start container process {spec.argv[:1]}: {error}"
+        if spec.start_error_path:
+            with contextlib.suppress(OSError):
+                Path(spec.start_error_path).write_text(message)
+        print(message, file=sys.stderr)
+        os._exit(START_ERROR_EXIT_CODE)
+
+
+if __name__ == "__main__":
+    main()
