@@ -1,0 +1,137 @@
+"""Per-feature statistics of a current sample against a fitted reference.
+
+This is the fast path: each current column is copied out and sorted once, then
+every statistic reads that sorted copy (see ``univariate``). Only one column per
+worker is alive at a time, so the extra memory is a few columns, never a second
+copy of the table. NumPy's sort and binary search release the GIL, so a few
+threads split the features between cores.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Final
+
+import numpy as np
+from numpy.typing import NDArray
+
+from optimizer_job.drift.reference import (
+    CategoricalReference,
+    FittedReference,
+    NumericReference,
+    as_float_matrix,
+    distinct_counts,
+    sorted_finite_column,
+)
+from optimizer_job.drift.univariate import (
+    FloatArray,
+    bin_counts,
+    chi2_test,
+    jensenshannon,
+    ks_pvalue,
+    ks_statistic,
+    psi,
+    ranks_in_reference,
+    wasserstein,
+)
+
+# What each kind of feature reports. KS and Wasserstein need an order of values, which
+# categories lack; chi-squared is the categorical feature's test instead.
+NUMERIC_STATISTICS: Final = ("psi", "jensenshannon", "ks", "ks_p", "wasserstein")
+CATEGORICAL_STATISTICS: Final = ("psi", "jensenshannon", "chi2", "chi2_p")
+ALL_STATISTICS: Final = ("psi", "jensenshannon", "ks", "ks_p", "wasserstein", "chi2", "chi2_p")
+
+
+def _numeric(
+    reference: NumericReference, current_sorted: FloatArray, wanted: Collection[str]
+) -> dict[str, float]:
+    out: dict[str, float] = {}
+    if "psi" in wanted or "jensenshannon" in wanted:
+        shares = bin_counts(current_sorted, reference.edges) / current_sorted.shape[0]
+        if "psi" in wanted:
+            out["psi"] = psi(reference.shares, shares)
+        if "jensenshannon" in wanted:
+            out["jensenshannon"] = jensenshannon(reference.shares, shares)
+    if {"ks", "ks_p", "wasserstein"} & set(wanted):
+        ranks = ranks_in_reference(reference.sorted_values, current_sorted)
+        if "ks" in wanted or "ks_p" in wanted:
+            n_ref, n_cur = reference.sorted_values.shape[0], current_sorted.shape[0]
+            statistic = ks_statistic(n_ref, ranks)
+            out["ks"] = statistic
+            if "ks_p" in wanted:
+                out["ks_p"] = ks_pvalue(statistic, n_ref, n_cur)
+        if "wasserstein" in wanted:
+            out["wasserstein"] = wasserstein(reference.sorted_values, current_sorted, ranks)
+    return out
+
+
+def _categorical(
+    reference: CategoricalReference, current_sorted: FloatArray, wanted: Collection[str]
+) -> dict[str, float]:
+    values, counts = distinct_counts(current_sorted)
+    categories = np.union1d(reference.categories, values)
+    ref_counts = np.zeros(categories.shape[0], dtype=np.int64)
+    ref_counts[np.searchsorted(categories, reference.categories)] = reference.counts
+    cur_counts = np.zeros(categories.shape[0], dtype=np.int64)
+    cur_counts[np.searchsorted(categories, values)] = counts
+    ref_shares = ref_counts / ref_counts.sum()
+    cur_shares = cur_counts / cur_counts.sum()
+    out: dict[str, float] = {}
+    if "psi" in wanted:
+        out["psi"] = psi(ref_shares, cur_shares)
+    if "jensenshannon" in wanted:
+        out["jensenshannon"] = jensenshannon(ref_shares, cur_shares)
+    if "chi2" in wanted or "chi2_p" in wanted:
+        out["chi2"], out["chi2_p"] = chi2_test(ref_counts, cur_counts)
+    return out
+
+
+def default_workers(n_features: int) -> int:
+    """One thread per available core (at most 8), never more than there are features."""
+    return max(1, min(len(os.sched_getaffinity(0)), 8, n_features))
+
+
+def feature_statistics(
+    reference: FittedReference,
+    current: Any,
+    statistics: Collection[str] = ALL_STATISTICS,
+    workers: int | None = None,
+) -> dict[str, NDArray[np.float64]]:
+    """Each requested statistic for every feature, in ``reference.feature_names`` order.
+
+    Returns one array per statistic; a feature the statistic does not apply to (KS of
+    a categorical feature, chi-squared of a numeric one) holds NaN there. ``current``
+    has the reference's columns in the same order; NaN or infinite values are a
+    ValueError naming the feature.
+    """
+    unknown = sorted(set(statistics) - set(ALL_STATISTICS))
+    if unknown:
+        raise ValueError(f"unknown statistics {unknown}; known: {list(ALL_STATISTICS)}")
+    matrix = as_float_matrix(current, "current data")
+    if matrix.shape[1] != reference.n_features:
+        raise ValueError(
+            f"current data has {matrix.shape[1]} columns, the reference "
+            f"{reference.n_features} features"
+        )
+
+    def one(index: int) -> Mapping[str, float]:
+        name = reference.feature_names[index]
+        column = sorted_finite_column(matrix, index, name, "current data")
+        feature = reference.features[index]
+        if isinstance(feature, NumericReference):
+            return _numeric(feature, column, statistics)
+        return _categorical(feature, column, statistics)
+
+    n_workers = workers if workers is not None else default_workers(reference.n_features)
+    indices = range(reference.n_features)
+    if n_workers <= 1:
+        rows = [one(index) for index in indices]
+    else:
+        with ThreadPoolExecutor(max_workers=n_workers) as pool:
+            rows = list(pool.map(one, indices))
+    return {
+        name: np.array([row.get(name, np.nan) for row in rows], dtype=np.float64)
+        for name in statistics
+    }

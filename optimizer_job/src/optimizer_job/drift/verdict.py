@@ -1,0 +1,158 @@
+"""The dataset-level drift verdict that the evaluate stage reports.
+
+Rules (the same for every metric):
+
+- A feature has *drifted* when its test rejects "same distribution" after the
+  multiple-test correction: the two-sample KS p-value for a numeric feature, the
+  chi-squared p-value for a categorical one, adjusted (``bonferroni`` or ``fdr_bh``)
+  and compared with ``alpha`` (drifted when adjusted p <= alpha).
+  ``share_drifted`` is the share of such features.
+- ``score`` is the mean of the chosen metric over the features that have it (KS and
+  Wasserstein are numeric-only; Wasserstein is in each feature's own units).
+- ``detected``:
+  - ``psi``, ``jensenshannon``, ``wasserstein``: ``score > threshold``. These measure
+    how much the distributions moved; the threshold says how much matters.
+  - ``ks``: at least one feature drifted after the correction. This is a level-alpha
+    test of "no feature changed" (Bonferroni; Benjamini-Hochberg reduces to Simes'
+    test here), so without drift it fires in at most alpha of evaluations.
+    ``threshold`` is not used. With large samples it flags small shifts too.
+
+Prediction drift (the model's output probabilities, reference vs current) is
+reported as ``prediction_drift_p`` and does not change ``detected``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from optimizer_job.contract import DriftReport
+from optimizer_job.drift.multiple_testing import Correction, adjust_pvalues
+from optimizer_job.drift.reference import (
+    FittedReference,
+    as_float_matrix,
+    sorted_finite_column,
+)
+from optimizer_job.drift.scoring import (
+    ALL_STATISTICS,
+    CATEGORICAL_STATISTICS,
+    NUMERIC_STATISTICS,
+    feature_statistics,
+)
+from optimizer_job.drift.univariate import ks_pvalue, ks_statistic, ranks_in_reference
+
+Metric = Literal["psi", "ks", "wasserstein", "jensenshannon"]
+METRICS: tuple[Metric, ...] = ("psi", "ks", "wasserstein", "jensenshannon")
+
+
+def compare(
+    reference: Any,
+    current: Any,
+    feature_names: Sequence[str],
+    *,
+    metric: Metric = "psi",
+    alpha: float = 0.05,
+    threshold: float = 0.2,
+    correction: Correction = "bonferroni",
+    categorical: set[str] | None = None,
+    bins: int = 10,
+    predictions: tuple[Any, Any] | None = None,
+    workers: int | None = None,
+) -> DriftReport:
+    """Compare ``current`` with ``reference`` feature by feature (rules: module docstring).
+
+    ``reference`` is a (rows x features) array, fitted here with ``categorical`` and
+    ``bins``, or a ``FittedReference`` fitted earlier on the same feature names.
+    ``predictions`` is (reference probabilities, current probabilities), each
+    (rows x classes). Bad input (shapes, names, NaN) raises ValueError.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"unknown drift metric {metric!r}; known: {list(METRICS)}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
+    if not (math.isfinite(threshold) and threshold >= 0.0):
+        raise ValueError(f"threshold must be a finite number >= 0, got {threshold}")
+    if correction not in ("bonferroni", "fdr_bh"):
+        raise ValueError(f"unknown correction {correction!r}: use 'bonferroni' or 'fdr_bh'")
+    fitted = _fitted(reference, feature_names, categorical, bins)
+    names = fitted.feature_names
+    categorical_mask = np.array([fitted.is_categorical(name) for name in names])
+    if metric in ("ks", "wasserstein") and categorical_mask.all():
+        raise ValueError(f"metric {metric!r} needs a numeric feature; all are categorical")
+
+    stats = feature_statistics(fitted, current, ALL_STATISTICS, workers=workers)
+    pvalues = np.where(categorical_mask, stats["chi2_p"], stats["ks_p"])
+    adjusted = adjust_pvalues(pvalues, correction)
+    drifted = adjusted <= alpha
+    score = float(np.nanmean(stats[metric]))
+    detected = bool(drifted.any()) if metric == "ks" else score > threshold
+
+    per_feature: dict[str, dict[str, float]] = {}
+    for index, name in enumerate(names):
+        kinds = CATEGORICAL_STATISTICS if categorical_mask[index] else NUMERIC_STATISTICS
+        values = {kind: float(stats[kind][index]) for kind in kinds}
+        values["p_adjusted"] = float(adjusted[index])
+        per_feature[name] = values
+
+    return DriftReport(
+        metric=metric,
+        score=score,
+        share_drifted=float(drifted.mean()),
+        drifted_features=[name for name, flag in zip(names, drifted, strict=True) if flag],
+        detected=detected,
+        prediction_drift_p=prediction_drift(*predictions) if predictions is not None else None,
+        per_feature=per_feature,
+    )
+
+
+def _fitted(
+    reference: Any, feature_names: Sequence[str], categorical: set[str] | None, bins: int
+) -> FittedReference:
+    if not isinstance(reference, FittedReference):
+        return FittedReference.fit(reference, feature_names, categorical, bins)
+    if tuple(feature_names) != reference.feature_names:
+        raise ValueError(
+            f"feature_names {list(feature_names)} differ from the fitted reference's "
+            f"{list(reference.feature_names)}"
+        )
+    if categorical is not None:
+        fitted_categorical = {n for n in reference.feature_names if reference.is_categorical(n)}
+        if set(categorical) != fitted_categorical:
+            raise ValueError(
+                f"categorical={sorted(categorical)} differs from the fitted reference's "
+                f"{sorted(fitted_categorical)}"
+            )
+    return reference
+
+
+def prediction_drift(p_ref: Any, p_cur: Any) -> float:
+    """Black-box shift detection: did the model's output distribution change?
+
+    Runs a two-sample KS test per class on the predicted probabilities (reference
+    rows x classes against current rows x classes) and returns the smallest p-value
+    times the number of classes (Bonferroni), capped at 1. A 1-D input is one column.
+    """
+    reference = as_float_matrix(_as_columns(p_ref), "reference predictions")
+    current = as_float_matrix(_as_columns(p_cur), "current predictions")
+    if reference.shape[1] != current.shape[1]:
+        raise ValueError(
+            f"reference predictions have {reference.shape[1]} classes, "
+            f"current predictions {current.shape[1]}"
+        )
+    classes = [f"class {k}" for k in range(reference.shape[1])]
+    smallest = 1.0
+    for index, name in enumerate(classes):
+        ref_sorted = sorted_finite_column(reference, index, name, "reference predictions")
+        cur_sorted = sorted_finite_column(current, index, name, "current predictions")
+        ranks = ranks_in_reference(ref_sorted, cur_sorted)
+        statistic = ks_statistic(ref_sorted.shape[0], ranks)
+        smallest = min(smallest, ks_pvalue(statistic, ref_sorted.shape[0], cur_sorted.shape[0]))
+    return min(1.0, smallest * len(classes))
+
+
+def _as_columns(values: Any) -> Any:
+    array = np.asarray(values)
+    return array[:, None] if array.ndim == 1 else array
