@@ -1,0 +1,115 @@
+"""Give up server-side-apply ownership of fields without changing their values.
+
+After a temporary fix is reverted, DriftWarden's field manager still owns the requests and
+limits it restored (it applied them). Two things would go wrong if it kept them: a later
+apply without them would *delete* them (we would be their only owner), and GitOps tools that
+ignore fields owned by ``driftwarden`` (Argo CD's ``managedFieldsManagers``) would stop
+syncing the container's resources for good. Leaving them out of the next apply is not an
+option either, for the first reason.
+
+Kubernetes lets any write other than an apply replace ``metadata.managedFields``; a
+JSON patch that swaps our Apply entry for one without those paths (guarded by a ``test`` of
+the resourceVersion) leaves the values exactly as restored and owned by nobody, as they
+would be for an object nobody applied. The next writer (kubectl, Argo CD, Flux) takes them
+without a conflict. ``release_patch`` builds that JSON patch; ``release_fields`` is the pure
+transformation of the entries.
+
+A path is a tuple of fieldsV1 keys, e.g.
+``("f:spec", "f:template", "f:spec", "f:containers", 'k:{"name":"server"}', "f:resources",
+"f:limits", "f:cpu")``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from driftwarden.policy.deployment_apply import FIELD_MANAGER, ResourceValues
+
+FieldPath = tuple[str, ...]
+
+
+def container_key(name: str) -> str:
+    """The fieldsV1 key of a container in the containers list (keyed by name)."""
+    return "k:" + json.dumps({"name": name}, separators=(",", ":"))
+
+
+def resource_paths(container: str, values: ResourceValues) -> list[FieldPath]:
+    """The fieldsV1 paths of the given requests/limits of a Deployment's container."""
+    base = (
+        "f:spec",
+        "f:template",
+        "f:spec",
+        "f:containers",
+        container_key(container),
+        "f:resources",
+    )
+    paths: list[FieldPath] = []
+    for section, names in (("f:requests", values.requests), ("f:limits", values.limits)):
+        paths.extend((*base, section, f"f:{name}") for name in sorted(names))
+    return paths
+
+
+def release_fields(
+    managed_fields: Sequence[dict[str, Any]],
+    paths: Iterable[FieldPath],
+    manager: str = FIELD_MANAGER,
+    operation: str = "Apply",
+) -> list[dict[str, Any]]:
+    """``managed_fields`` with ``manager``'s ``operation`` entry no longer owning ``paths``.
+
+    Parents left with nothing but their own "." marker are dropped as well (owning the
+    existence of an emptied ``limits`` map is not ours to keep). An entry left empty is
+    removed. Other managers' entries are returned unchanged.
+    """
+    wanted = list(paths)
+    result: list[dict[str, Any]] = []
+    for entry in managed_fields:
+        if entry.get("manager") != manager or entry.get("operation") != operation:
+            result.append(entry)
+            continue
+        fields = copy.deepcopy(entry.get("fieldsV1") or {})
+        for path in wanted:
+            _remove(fields, path)
+        if fields:
+            result.append({**entry, "fieldsV1": fields})
+    return result
+
+
+def release_patch(
+    managed_fields: Sequence[dict[str, Any]],
+    resource_version: str,
+    paths: Iterable[FieldPath],
+) -> list[dict[str, Any]] | None:
+    """A JSON patch that releases ``paths``, or None when we own none of them.
+
+    An empty ``managedFields`` in a request means "keep the current ones", so when nothing at
+    all would be left the patch writes one empty entry, which is Kubernetes' documented way
+    to clear them.
+    """
+    released = release_fields(managed_fields, paths)
+    if released == list(managed_fields):
+        return None
+    return [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
+        {"op": "replace", "path": "/metadata/managedFields", "value": released or [{}]},
+    ]
+
+
+def _remove(fields: dict[str, Any], path: FieldPath) -> None:
+    if not path:
+        return
+    head, rest = path[0], path[1:]
+    if head not in fields:
+        return
+    if rest:
+        child = fields[head]
+        if not isinstance(child, dict):
+            return
+        _remove(child, rest)
+        if not child or set(child) == {"."}:
+            del fields[head]
+    else:
+        del fields[head]

@@ -1,0 +1,249 @@
+"""The temporary fix: more CPU / memory / GPU for the serving container while it is too slow.
+
+``plan_fix`` raises the container's present CPU and memory requests and limits by the given
+percentages, rounded up (1m CPU, 1 byte), capped by ``maxCpu`` / ``maxMemory``, never below
+what is there; it adds ``extraGpus`` to the ``nvidia.com/gpu`` limit (and to the request
+when one is set: extended resources need request == limit). What is absent stays absent,
+except the GPU limit the extra GPUs need: an absent CPU request with a present limit already
+follows the limit. A value the fix would not change is not touched at all, so it stays
+owned by whoever set it.
+
+The plan records ``original`` - exactly the strings that were there for every name the fix
+sets, and no entry for a name that was absent - and ``applied``. The revert is the intent
+with ``revert_values``: the original strings for names that had one; a name that was absent
+is left out of the apply, which makes server-side apply delete it (we were its only owner).
+After the revert the restored fields are released (``ownership.release_fields``) so that
+their owner - kubectl, Argo CD, Flux - can change them again without fighting us.
+
+``decide_fix`` says when to apply or revert: apply while the latency SLO is breached (unless
+an expired fix is waiting for the SLO to be met once, so expiry really ends it); revert after
+a promotion when an evaluation of the promoted model meets the SLO, when ``expiresAfter``
+has passed, or when the fix is no longer enabled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Literal
+
+from driftwarden.policy.deployment_apply import ResourceValues
+from driftwarden.policy.quantity import format_count, format_cpu, format_memory, parse_quantity
+
+CPU = "cpu"
+MEMORY = "memory"
+GPU = "nvidia.com/gpu"
+
+
+@dataclass(frozen=True)
+class FixSettings:
+    """``spec.temporaryFix`` with quantities and durations parsed."""
+
+    enabled: bool = True
+    cpu_percent: int = 200
+    memory_percent: int = 150
+    max_cpu: Decimal | None = None  # cores
+    max_memory: Decimal | None = None  # bytes
+    extra_gpus: int = 0
+    expires_after: timedelta = timedelta(hours=2)
+
+
+@dataclass(frozen=True)
+class FixPlan:
+    original: ResourceValues  # the values before, for the names in `applied` that had one
+    applied: ResourceValues  # what the fix sets
+    notes: tuple[str, ...]  # why something was not raised
+
+    @property
+    def raises_anything(self) -> bool:
+        return not self.applied.is_empty()
+
+    def summary(self) -> str:
+        """'cpu limit 500m -> 1, memory request 256Mi -> 384Mi' for events and status."""
+        parts: list[str] = []
+        for kind, applied, original in (
+            ("request", self.applied.requests, self.original.requests),
+            ("limit", self.applied.limits, self.original.limits),
+        ):
+            for name, value in sorted(applied.items()):
+                parts.append(f"{name} {kind} {original.get(name, 'unset')} -> {value}")
+        return ", ".join(parts) if parts else "nothing to raise"
+
+
+def plan_fix(settings: FixSettings, current: ResourceValues) -> FixPlan:
+    """What the fix sets on a container whose resources are ``current``."""
+    applied: dict[str, dict[str, str]] = {"requests": {}, "limits": {}}
+    original: dict[str, dict[str, str]] = {"requests": {}, "limits": {}}
+    notes: list[str] = []
+    sections = {"requests": current.requests, "limits": current.limits}
+
+    for name, percent, cap in (
+        (CPU, settings.cpu_percent, settings.max_cpu),
+        (MEMORY, settings.memory_percent, settings.max_memory),
+    ):
+        if percent <= 100:
+            continue
+        if name not in current.requests and name not in current.limits:
+            notes.append(f"the container sets no {name} request or limit to raise")
+            continue
+        for section, values in sections.items():
+            if name not in values:
+                continue
+            before = values[name]
+            after = _raise(name, before, percent, cap)
+            if after is None:
+                notes.append(f"{name} {section[:-1]} {before} is already at or over the cap")
+                continue
+            applied[section][name] = after
+            original[section][name] = before
+
+    if settings.extra_gpus > 0:
+        have = parse_quantity(current.limits.get(GPU, current.requests.get(GPU, "0")))
+        wanted = format_count(have + settings.extra_gpus)
+        for section, values in sections.items():
+            # The limit is where GPUs are asked for; a request, if any, must equal it.
+            if section == "limits" or GPU in values:
+                applied[section][GPU] = wanted
+                if GPU in values:
+                    original[section][GPU] = values[GPU]
+
+    return FixPlan(
+        original=ResourceValues(original["requests"], original["limits"]),
+        applied=ResourceValues(applied["requests"], applied["limits"]),
+        notes=tuple(notes),
+    )
+
+
+def revert_values(original: ResourceValues, applied: ResourceValues) -> ResourceValues:
+    """The resources the revert applies: for every name the fix set, the original string if
+    there was one. Names absent before are left out, so the apply removes them."""
+    return ResourceValues(
+        requests={n: original.requests[n] for n in applied.requests if n in original.requests},
+        limits={n: original.limits[n] for n in applied.limits if n in original.limits},
+    )
+
+
+def restored_after_revert(
+    current: ResourceValues, original: ResourceValues, applied: ResourceValues
+) -> bool:
+    """Whether the container's resources, read back after the revert, are exactly what they
+    were before the fix for every name the fix set (absent ones absent again)."""
+    for section in ("requests", "limits"):
+        now: Mapping[str, str] = getattr(current, section)
+        before: Mapping[str, str] = getattr(original, section)
+        for name in getattr(applied, section):
+            if now.get(name) != before.get(name):
+                return False
+    return True
+
+
+def _raise(name: str, before: str, percent: int, cap: Decimal | None) -> str | None:
+    """The raised value, or None when raising would not change it (at or over the cap)."""
+    value = parse_quantity(before)
+    raised = value * percent / 100
+    if cap is not None:
+        raised = min(raised, cap)
+    text = format_cpu(raised) if name == CPU else format_memory(raised)
+    if parse_quantity(text) <= value:
+        return None
+    return text
+
+
+# ---- when to apply and revert -------------------------------------------------------------
+
+FixAction = Literal["Apply", "Revert", "Keep", "Nothing"]
+RevertReason = Literal["SLORestored", "Expired", "Disabled"]
+
+
+@dataclass(frozen=True)
+class ActiveFix:
+    applied_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class FixDecision:
+    action: FixAction
+    reason: str
+    revert_reason: RevertReason | None = None
+    next_check: datetime | None = None  # the expiry while a fix is active
+
+
+@dataclass(frozen=True)
+class LatencyReading:
+    """The latest evaluation's p95 against the SLO, and when that evaluation started."""
+
+    time: datetime
+    p95_ms: float | None
+    slo_ms: int
+    model_uri: str
+
+    @property
+    def breached(self) -> bool:
+        return self.p95_ms is not None and Decimal(repr(self.p95_ms)) > self.slo_ms
+
+
+def expires_at(settings: FixSettings, applied_at: datetime) -> datetime:
+    return applied_at + settings.expires_after
+
+
+def decide_fix(
+    settings: FixSettings | None,
+    active: ActiveFix | None,
+    latency: LatencyReading | None,
+    promoted_at: datetime | None,
+    promoted_uri: str | None,
+    waiting_for_slo: bool,
+    now: datetime,
+) -> FixDecision:
+    """Apply, revert, keep, or nothing.
+
+    ``waiting_for_slo``: a fix expired during this breach; none is applied again until an
+    evaluation meets the SLO (the caller clears it then). ``promoted_at``/``promoted_uri``:
+    the latest promotion, if any.
+    """
+    enabled = settings is not None and settings.enabled
+    if active is not None:
+        if not enabled:
+            return FixDecision("Revert", "The temporary fix is no longer enabled.", "Disabled")
+        if now >= active.expires_at:
+            return FixDecision(
+                "Revert",
+                f"The temporary fix expired at {active.expires_at.isoformat()}.",
+                "Expired",
+            )
+        if (
+            latency is not None
+            and not latency.breached
+            and latency.p95_ms is not None
+            and promoted_at is not None
+            and promoted_at > active.applied_at
+            and latency.time >= promoted_at
+            and latency.model_uri == promoted_uri
+        ):
+            return FixDecision(
+                "Revert",
+                f"The promoted model meets the SLO: p95 {latency.p95_ms:.2f} ms <= "
+                f"{latency.slo_ms} ms.",
+                "SLORestored",
+            )
+        return FixDecision(
+            "Keep",
+            f"The temporary fix stays until a promotion restores the SLO or it expires at "
+            f"{active.expires_at.isoformat()}.",
+            next_check=active.expires_at,
+        )
+    if not enabled or latency is None or not latency.breached:
+        return FixDecision("Nothing", "The latency SLO is met or the fix is not enabled.")
+    if waiting_for_slo:
+        return FixDecision(
+            "Nothing",
+            "A temporary fix already expired during this SLO breach; none is applied again "
+            "until the SLO is met.",
+        )
+    return FixDecision(
+        "Apply",
+        f"p95 latency {latency.p95_ms:.2f} ms is over the SLO of {latency.slo_ms} ms.",
+    )
