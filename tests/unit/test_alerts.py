@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "charts/driftwarden/files/alerts.yaml"
 DASHBOARD = ROOT / "charts/driftwarden/files/dashboard.json"
 PROMTOOL_TESTS = ROOT / "tests/fixtures/promtool/alerts_test.yaml"
+REFERENCE = ROOT / "docs/metrics.md"
 
 # Series Prometheus itself provides (not the operator) that the assets may query.
 PROMETHEUS_SERIES = {"up"}
@@ -242,3 +243,14 @@ def test_dashboard_queries_parse(tmp_path: Path) -> None:
         [promtool(), "check", "rules", "--lint=none", str(path)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_reference_doc_names_every_metric_and_alert() -> None:
+    doc = REFERENCE.read_text()
+    families = list(OperatorMetrics().registry.collect())
+    assert len(families) >= 14
+    for family in families:
+        name = family.name + ("_total" if family.type == "counter" else "")
+        assert f"`{name}`" in doc, f"docs/metrics.md does not describe {name}"
+    for alert in EXPECTED_ALERTS:
+        assert f"`{alert}`" in doc, f"docs/metrics.md does not describe {alert}"
