@@ -203,7 +203,14 @@ def test_no_wildcards_and_no_more_than_needed_in_any_rbac() -> None:
             "patch",
         }
         assert "patch" in granted(manifests, "driftwarden.io", "modeloptimizations/status")
-        assert granted(manifests, "batch", "jobs") == {"create", "get", "list", "watch", "delete"}
+        assert granted(manifests, "batch", "jobs") == {
+            "create",
+            "get",
+            "list",
+            "watch",
+            "patch",
+            "delete",
+        }
         assert granted(manifests, "", "pods/log") == {"get"}
         assert {"create", "patch"} <= granted(manifests, "events.k8s.io", "events")
         assert granted(manifests, "apiextensions.k8s.io", "customresourcedefinitions") == {
