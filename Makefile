@@ -12,7 +12,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help venv devcluster-bin lint test test-unit test-job test-e2e demo demo-down clean
+.PHONY: help tools venv devcluster-bin lint test test-unit test-job test-e2e demo demo-down clean
 
 help:
 	@echo "make demo   - run the whole loop on the embedded devcluster"
@@ -30,6 +30,12 @@ $(VENV)/.synced: uv.lock pyproject.toml devcluster/pyproject.toml | $(UV)
 
 venv: $(VENV)/.synced
 
+# promtool (alert rule tests) and prometheus (the e2e scrape test) come from Debian.
+tools:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	  echo "installing Debian's prometheus package (promtool, prometheus)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
 devcluster-bin: venv
 	$(VENV)/bin/devcluster build
 
@@ -38,7 +44,7 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: venv devcluster-bin lint
+test: venv tools devcluster-bin lint
 	bash .ci/pytest-nonempty $(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: venv
