@@ -1,0 +1,1 @@
+"""Pure functions that return the Kubernetes objects the operator creates (no I/O)."""

@@ -1,0 +1,249 @@
+"""The optimizer Job and its task ConfigMap, as plain Kubernetes objects (no I/O).
+
+A Job is created suspended and carries its task in an annotation; the operator then
+creates the task ConfigMap (owned by the Job, so the Job's TTL and the resource's
+deletion remove it too) and resumes the Job. So no Pod starts before its task is
+mounted, and a Job adopted after a restart gets exactly the task it was created for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from driftwarden.builders import names
+from optimizer_job import contract
+
+CONTAINER_NAME: Final = "optimizer"
+TASK_DIR: Final = "/etc/driftwarden/task"
+TASK_FILE: Final = "task.json"
+TASK_PATH: Final = f"{TASK_DIR}/{TASK_FILE}"
+SCRATCH_DIR: Final = "/tmp"  # noqa: S108 - an emptyDir: the root filesystem is read-only
+GPU_RESOURCE: Final = "nvidia.com/gpu"
+# The non-root user of the distroless/nonroot convention; the image runs as it too.
+JOB_USER: Final = 65532
+
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """How a Job runs, resolved from spec.job and the operator's defaults."""
+
+    image: str
+    service_account: str | None = None
+    gpu: int = 0
+    cpu: str | None = None
+    memory: str | None = None
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: Sequence[Mapping[str, Any]] = ()
+    backoff_limit: int = 2
+    active_deadline_seconds: int | None = None
+    ttl_seconds_after_finished: int = 24 * 3600
+    pvc_mount_root: str = contract.PVC_MOUNT_ROOT
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The ModelOptimization a Job belongs to."""
+
+    namespace: str
+    name: str
+    uid: str
+
+    def reference(self) -> Json:
+        return names.owner_reference(
+            api_version=names.API_VERSION, kind=names.KIND, name=self.name, uid=self.uid
+        )
+
+
+def task_uris(task: contract.Task) -> list[str | None]:
+    data = task.data
+    return [task.model_uri, data.reference, data.current, data.holdout, task.artifacts_uri]
+
+
+def claim_mounts(task: contract.Task) -> dict[str, bool]:
+    """PVC claim -> whether the Job needs to write to it (only the artifacts claim)."""
+    claims = dict.fromkeys(contract.pvc_claims(task_uris(task)), False)
+    for claim in contract.pvc_claims([task.artifacts_uri]):
+        claims[claim] = True
+    return claims
+
+
+def _resources(settings: JobSettings) -> Json:
+    # Limits equal requests (Guaranteed QoS): latency measured inside the Job must not
+    # depend on what its neighbours do.
+    amounts: dict[str, str] = {}
+    if settings.cpu:
+        amounts["cpu"] = settings.cpu
+    if settings.memory:
+        amounts["memory"] = settings.memory
+    limits = dict(amounts)
+    if settings.gpu > 0:
+        limits[GPU_RESOURCE] = str(settings.gpu)
+    resources: Json = {}
+    if amounts:
+        resources["requests"] = amounts
+    if limits:
+        resources["limits"] = limits
+    return resources
+
+
+def _tolerations(settings: JobSettings) -> list[Json]:
+    tolerations = [dict(t) for t in settings.tolerations]
+    # GPU nodes are usually tainted nvidia.com/gpu; a Job that asks for a GPU tolerates
+    # that taint, as the ExtendedResourceToleration admission plugin would add it.
+    if settings.gpu > 0 and not any(t.get("key") == GPU_RESOURCE for t in tolerations):
+        tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
+    return tolerations
+
+
+def _volumes(
+    task: contract.Task, configmap: str, settings: JobSettings
+) -> tuple[list[Json], list[Json]]:
+    volumes: list[Json] = [
+        {
+            "name": "task",
+            "configMap": {"name": configmap, "items": [{"key": TASK_FILE, "path": TASK_FILE}]},
+        },
+        {"name": "scratch", "emptyDir": {}},
+    ]
+    mounts: list[Json] = [
+        {"name": "task", "mountPath": TASK_DIR, "readOnly": True},
+        {"name": "scratch", "mountPath": SCRATCH_DIR},
+    ]
+    root = settings.pvc_mount_root.rstrip("/")
+    for claim, writable in sorted(claim_mounts(task).items()):
+        volume = names.claim_volume_name(claim)
+        volumes.append({"name": volume, "persistentVolumeClaim": {"claimName": claim}})
+        mounts.append({"name": volume, "mountPath": f"{root}/{claim}", "readOnly": not writable})
+    return volumes, mounts
+
+
+def build_job(
+    owner: Owner,
+    task: contract.Task,
+    settings: JobSettings,
+    *,
+    annotations: Mapping[str, str] | None = None,
+) -> Json:
+    """The Job that runs `task` for `owner`, created suspended (see the module doc).
+    `annotations` are added to the Job's (the operator keeps its run plan there)."""
+    name = names.job_name(owner.name, task.run_id, task.kind)
+    labels = names.labels(owner.name, task.run_id, task.kind)
+    job_annotations = dict(annotations or {})
+    job_annotations[names.TASK_ANNOTATION] = task.model_dump_json()
+    if labels[names.OPTIMIZATION_LABEL] != owner.name:
+        job_annotations[names.OPTIMIZATION_ANNOTATION] = owner.name
+    volumes, mounts = _volumes(task, names.task_configmap_name(name), settings)
+    container: Json = {
+        "name": CONTAINER_NAME,
+        "image": settings.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["python", "-m", "optimizer_job", "--task", TASK_PATH],
+        "env": [
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+            # Caches (torch, matplotlib, ...) go to the writable scratch dir.
+            {"name": "HOME", "value": SCRATCH_DIR},
+            {"name": "TMPDIR", "value": SCRATCH_DIR},
+        ],
+        "resources": _resources(settings),
+        "volumeMounts": mounts,
+        "terminationMessagePath": contract.TERMINATION_MESSAGE_PATH,
+        "terminationMessagePolicy": "File",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+        },
+    }
+    pod_spec: Json = {
+        "restartPolicy": "Never",  # podFailurePolicy requires it; the Job retries
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": JOB_USER,
+            "runAsGroup": JOB_USER,
+            "fsGroup": JOB_USER,
+            "fsGroupChangePolicy": "OnRootMismatch",
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if settings.service_account:
+        pod_spec["serviceAccountName"] = settings.service_account
+    if settings.node_selector:
+        pod_spec["nodeSelector"] = dict(settings.node_selector)
+    if tolerations := _tolerations(settings):
+        pod_spec["tolerations"] = tolerations
+    job_spec: Json = {
+        "suspend": True,
+        "backoffLimit": settings.backoff_limit,
+        "ttlSecondsAfterFinished": settings.ttl_seconds_after_finished,
+        "podFailurePolicy": {
+            "rules": [
+                # The same input would fail the same way again: fail the Job at once.
+                {
+                    "action": "FailJob",
+                    "onExitCodes": {
+                        "containerName": CONTAINER_NAME,
+                        "operator": "In",
+                        "values": [contract.EXIT_BAD_INPUT],
+                    },
+                },
+                # An evicted or preempted Pod is not the task's fault: retry without
+                # counting it against backoffLimit.
+                {
+                    "action": "Ignore",
+                    "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+                },
+            ]
+        },
+        "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
+    }
+    if settings.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = settings.active_deadline_seconds
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": owner.namespace,
+            "labels": labels,
+            "annotations": job_annotations,
+            "ownerReferences": [owner.reference()],
+        },
+        "spec": job_spec,
+    }
+
+
+def build_task_configmap(job: Json) -> Json:
+    """The task ConfigMap of a Job (created or adopted), owned by that Job.
+
+    The task comes from the Job's annotation, not from the resource's current spec, so a
+    ConfigMap created after a restart matches the Job it belongs to."""
+    metadata = job["metadata"]
+    task_json = metadata["annotations"][names.TASK_ANNOTATION]
+    contract.Task.model_validate_json(task_json)  # refuse to mount a task the Job can't read
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": names.task_configmap_name(metadata["name"]),
+            "namespace": metadata["namespace"],
+            "labels": dict(metadata.get("labels") or {}),
+            "ownerReferences": [
+                names.owner_reference(
+                    api_version="batch/v1",
+                    kind="Job",
+                    name=metadata["name"],
+                    uid=metadata["uid"],
+                )
+            ],
+        },
+        "data": {TASK_FILE: task_json},
+    }

@@ -1,0 +1,202 @@
+"""The operator's own configuration: command-line arguments over environment variables.
+
+Everything a cluster admin sets once per installation (the Helm chart passes it as
+environment variables) lives here; everything per model lives in the ModelOptimization.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from optimizer_job import contract
+
+ENV_PREFIX = "DRIFTWARDEN_"
+DEFAULT_JOB_IMAGE = "ghcr.io/driftwarden/optimizer-job:0.1.0"
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names it."""
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    # Namespaces to watch; empty means the whole cluster.
+    namespaces: tuple[str, ...] = ()
+    # Port of /metrics (Prometheus); 0 turns the server off.
+    metrics_port: int = 9090
+    # kopf's liveness probe endpoint; empty turns it off.
+    liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
+    # Jobs' image and ServiceAccount when spec.job leaves them out. No ServiceAccount
+    # means the namespace's default one; the Job gets no API token either way.
+    job_image: str = DEFAULT_JOB_IMAGE
+    job_service_account: str | None = None
+    # Where a Job mounts the claims of pvc:// URIs; the Job resolves URIs against the same
+    # root (contract.PVC_MOUNT_ROOT), so change both or neither.
+    pvc_mount_root: str = contract.PVC_MOUNT_ROOT
+    # Level-based recovery: every resource is reconciled at least this often, whatever
+    # events were missed while the operator was away.
+    resync_seconds: float = 15.0
+    # Whether a new resource starts one run of its pipeline right away (trigger Initial).
+    # Off: runs start only on spec.runRequest and the resource's own triggers.
+    initial_run: bool = True
+    # Job lifetime after it finished when spec.job does not say: long enough for an
+    # operator restart to record the result, short enough not to pile up.
+    job_ttl_seconds: int = 24 * 3600
+    # Peering (one active replica): the KopfPeering object's name; replicas must have
+    # distinct priorities (the highest one works, the others stand by).
+    peering_name: str = "driftwarden"
+    peering_priority: int = field(default_factory=lambda: int.from_bytes(os.urandom(3), "big"))
+    standalone: bool | None = None  # None: peer when the peering CRDs exist
+    verbose: bool = False
+
+    @property
+    def clusterwide(self) -> bool:
+        return not self.namespaces
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
+        source = os.environ if env is None else env
+
+        def get(name: str) -> str | None:
+            value = source.get(ENV_PREFIX + name)
+            return value if value not in (None, "") else None
+
+        config = cls()
+        updates: dict[str, object] = {}
+        if (value := get("NAMESPACES")) is not None:
+            updates["namespaces"] = _namespaces(value)
+        for name, attribute in (
+            ("METRICS_PORT", "metrics_port"),
+            ("JOB_TTL_SECONDS", "job_ttl_seconds"),
+            ("PEERING_PRIORITY", "peering_priority"),
+        ):
+            if (value := get(name)) is not None:
+                updates[attribute] = _int(ENV_PREFIX + name, value)
+        for name, attribute in (
+            ("LIVENESS_ENDPOINT", "liveness_endpoint"),
+            ("JOB_IMAGE", "job_image"),
+            ("PVC_MOUNT_ROOT", "pvc_mount_root"),
+            ("PEERING_NAME", "peering_name"),
+        ):
+            if (value := get(name)) is not None:
+                updates[attribute] = value
+        if (value := get("JOB_SERVICE_ACCOUNT")) is not None:
+            updates["job_service_account"] = value
+        if (value := get("RESYNC_SECONDS")) is not None:
+            updates["resync_seconds"] = _float(ENV_PREFIX + "RESYNC_SECONDS", value)
+        if (value := get("STANDALONE")) is not None:
+            updates["standalone"] = _bool(ENV_PREFIX + "STANDALONE", value)
+        if (value := get("INITIAL_RUN")) is not None:
+            updates["initial_run"] = _bool(ENV_PREFIX + "INITIAL_RUN", value)
+        if (value := get("VERBOSE")) is not None:
+            updates["verbose"] = _bool(ENV_PREFIX + "VERBOSE", value)
+        return replace(config, **updates).validated()  # type: ignore[arg-type]
+
+    @classmethod
+    def from_args(
+        cls, argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
+    ) -> OperatorConfig:
+        parser = argparser()
+        args = parser.parse_args(argv)
+        config = cls.from_env(env)
+        updates: dict[str, object] = {}
+        if args.all_namespaces:
+            updates["namespaces"] = ()
+        elif args.namespace:
+            updates["namespaces"] = tuple(dict.fromkeys(args.namespace))
+        for attribute in (
+            "metrics_port",
+            "liveness_endpoint",
+            "job_image",
+            "job_service_account",
+            "pvc_mount_root",
+            "resync_seconds",
+            "peering_name",
+            "peering_priority",
+        ):
+            value = getattr(args, attribute)
+            if value is not None:
+                updates[attribute] = value
+        if args.standalone:
+            updates["standalone"] = True
+        if args.initial_run is not None:
+            updates["initial_run"] = args.initial_run
+        if args.verbose:
+            updates["verbose"] = True
+        return replace(config, **updates).validated()  # type: ignore[arg-type]
+
+    def validated(self) -> OperatorConfig:
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics port must be 0..65535, got {self.metrics_port}")
+        if self.resync_seconds <= 0:
+            raise ConfigError(f"resync seconds must be > 0, got {self.resync_seconds}")
+        if self.job_ttl_seconds < 0:
+            raise ConfigError(f"job TTL must be >= 0 s, got {self.job_ttl_seconds}")
+        if not self.pvc_mount_root.startswith("/"):
+            raise ConfigError(f"PVC mount root must be absolute, got {self.pvc_mount_root!r}")
+        if not self.job_image:
+            raise ConfigError("the default job image must not be empty")
+        return self
+
+
+def argparser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="driftwarden",
+        description="Run the DriftWarden operator. Every option can also be set as an "
+        f"environment variable {ENV_PREFIX}<OPTION> (e.g. {ENV_PREFIX}NAMESPACES=a,b).",
+    )
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n", "--namespace", action="append", help="watch this namespace (repeatable)"
+    )
+    scope.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="watch the whole cluster (default)"
+    )
+    parser.add_argument("--metrics-port", type=int, help="Prometheus port; 0 turns it off")
+    parser.add_argument("--liveness-endpoint", help="e.g. http://0.0.0.0:8080/healthz")
+    parser.add_argument("--job-image", help="the optimizer Job image when spec.job has none")
+    parser.add_argument("--job-service-account", help="Jobs' ServiceAccount by default")
+    parser.add_argument("--pvc-mount-root", help="where Jobs mount pvc:// claims")
+    parser.add_argument("--resync-seconds", type=float, help="level-based resync period")
+    parser.add_argument("--peering-name", help="KopfPeering object for one active replica")
+    parser.add_argument("--peering-priority", type=int, help="highest priority works")
+    parser.add_argument("--standalone", action="store_true", help="no peering")
+    parser.add_argument(
+        "--initial-run",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="start one run when a resource is created (default: on)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def _namespaces(value: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))
+    return () if names == ("*",) else names
+
+
+def _int(name: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {value!r}") from None
+
+
+def _float(name: str, value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+
+
+def _bool(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {value!r}")

@@ -1,0 +1,595 @@
+"""One reconcile pass of a ModelOptimization: follow its Jobs, start the run it asks for,
+and write what happened into status, events and metrics.
+
+The pass is level-based and idempotent; every entry point (create, update, resume, the
+resync timer, a Job event) runs the same pass:
+
+1. Read the resource fresh, and list the optimization Jobs it owns (by label, checked
+   against the owner's uid). The Jobs are the truth about runs: one whose run id is not
+   in status.runs yet is followed, whatever status.activeRun says — so a Job created
+   just before a crash is adopted, never duplicated.
+2. A finished Job's result (the termination message of its Pod) is recorded in
+   status.runs before anything else; a recorded run is never looked at again, so its Job
+   may be removed by its TTL.
+3. With no run in progress, the run the spec asks for (services.planning) starts: checks
+   what only the operator can check (PVCs exist), creates the Job suspended (409: adopt
+   it if it is ours), its task ConfigMap, resumes it.
+4. Status is written with a merge patch conditional on the resourceVersion that was read
+   (Conflict: the whole pass runs again on fresh data), then events are posted and
+   metrics recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from driftwarden.api import conditions as cond
+from driftwarden.api.conditions import ConditionType, Reason
+from driftwarden.api.spec import ModelOptimizationSpec
+from driftwarden.api.status import (
+    ActiveRun,
+    Candidate,
+    ModelMetrics,
+    ModelOptimizationStatus,
+    Outcome,
+    Phase,
+    RunBudget,
+    RunRecord,
+    Trigger,
+)
+from driftwarden.api.types import now_utc
+from driftwarden.builders import names
+from driftwarden.builders.job import Owner, build_job, build_task_configmap
+from driftwarden.builders.task import build_task, job_settings, spec_claims
+from driftwarden.crashpoints import crash_point
+from driftwarden.k8s import ConflictError
+from driftwarden.runtime import Runtime
+from driftwarden.services import jobs as job_state
+from driftwarden.services.planning import RunPlan, model_in_use, wanted_run
+from optimizer_job import contract
+
+Json = dict[str, Any]
+EventType = Literal["Normal", "Warning"]
+
+MAX_ATTEMPTS = 5
+BUDGET_WINDOW = timedelta(days=1)
+INVALID_SPEC = "InvalidSpec"
+JOB_NAME_CONFLICT = "JobNameConflict"
+JOB_DELETED = "JobDeleted"
+
+_log = logging.getLogger(__name__)
+
+
+class ReconcileConflictError(Exception):
+    """Status kept changing under the operator; the caller retries later."""
+
+
+@dataclass(frozen=True)
+class Event:
+    type: EventType
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """Why the wanted run does not start now."""
+
+    reason: str
+    message: str
+    input_problem: bool  # Ready=False: the user must fix something
+
+
+def reconcile(rt: Runtime, namespace: str, name: str) -> None:
+    """Run passes until one writes its status without a conflict."""
+    started = time.perf_counter()
+    try:
+        with rt.locks.hold(namespace, name):
+            for attempt in range(1, MAX_ATTEMPTS + 1):
+                body = rt.kube.get_optimization(namespace, name)
+                if body is None or body["metadata"].get("deletionTimestamp"):
+                    return
+                reconcile_pass = ReconcilePass(rt, body)
+                reconcile_pass.run()
+                try:
+                    reconcile_pass.commit()
+                except ConflictError:
+                    _log.debug("%s/%s changed during pass %d; again", namespace, name, attempt)
+                    continue
+                return
+            raise ReconcileConflictError(f"{namespace}/{name} kept changing; will try again")
+    finally:
+        rt.metrics.observe_reconcile(time.perf_counter() - started)
+
+
+def _plan_of(job: Json) -> RunPlan | None:
+    annotations = job["metadata"].get("annotations") or {}
+    return RunPlan.from_annotation(annotations.get(names.RUN_PLAN_ANNOTATION))
+
+
+def _run_id(job: Json) -> str:
+    return str((job["metadata"].get("labels") or {}).get(names.RUN_LABEL, ""))
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _metrics(metrics: contract.ModelMetrics | None) -> ModelMetrics | None:
+    if metrics is None:
+        return None
+    return ModelMetrics(
+        accuracy_percent=None if metrics.accuracy is None else round(metrics.accuracy * 100, 4),
+        latency_ms=dict(list(metrics.latency_ms.items())[:32]),
+        size_bytes=metrics.size_bytes,
+        parameters=metrics.parameters,
+        macs=metrics.macs,
+        device=metrics.device,
+    )
+
+
+def _describe(result: contract.CompactResult | None) -> str:
+    """A one-line summary of a successful result for events and messages."""
+    if result is None:
+        return ""
+    parts: list[str] = []
+    base, cand = result.baseline, result.candidate
+    if base and cand and base.accuracy is not None and cand.accuracy is not None:
+        parts.append(f"accuracy {base.accuracy * 100:.2f}% -> {cand.accuracy * 100:.2f}%")
+    if base and cand:
+        for key in sorted(set(base.latency_ms) & set(cand.latency_ms)):
+            if key.endswith("_p95"):
+                parts.append(f"{key} {base.latency_ms[key]:.3g} -> {cand.latency_ms[key]:.3g} ms")
+                break
+        if base.size_bytes and cand.size_bytes:
+            parts.append(f"size {base.size_bytes} -> {cand.size_bytes} bytes")
+    if result.artifact_uri:
+        parts.append(f"candidate {result.artifact_uri}")
+    return "; ".join(parts)
+
+
+class ReconcilePass:
+    def __init__(self, rt: Runtime, body: Json) -> None:
+        self.rt = rt
+        self.kube = rt.kube
+        self.body = body
+        meta = body["metadata"]
+        self.namespace: str = meta["namespace"]
+        self.name: str = meta["name"]
+        self.uid: str = meta["uid"]
+        self.resource_version: str = meta["resourceVersion"]
+        self.generation = int(meta.get("generation") or 0)
+        self.owner = Owner(self.namespace, self.name, self.uid)
+        self.original = ModelOptimizationStatus.model_validate(body.get("status") or {})
+        self.status = self.original.model_copy(deep=True)
+        self.now = now_utc()
+        self.events: list[Event] = []
+        self.finished: list[tuple[Outcome, float]] = []
+        self.spec: ModelOptimizationSpec | None = None
+        self.spec_error = ""
+        self.active_job: Json | None = None
+        self.blocked: Blocked | None = None
+        self.bad_input: tuple[str, str] | None = None  # (reason, message) of a run just recorded
+
+    # -- the pass ----------------------------------------------------------------------
+
+    def run(self) -> None:
+        self._parse_spec()
+        self._follow_jobs()
+        if self.active_job is None and self.spec is not None:
+            self._start_wanted_run(self.spec)
+        self._set_conditions()
+        self.status.observed_generation = self.generation
+        self.status.phase = self._phase()
+
+    def commit(self) -> None:
+        if self.status.to_json_dict() != self.original.to_json_dict():
+            self.kube.patch_optimization_status(
+                self.namespace, self.name, self.status.to_merge_patch(), self.resource_version
+            )
+        for event in self.events:
+            try:
+                self.kube.post_event(
+                    self.body, type_=event.type, reason=event.reason, message=event.message
+                )
+            except Exception:  # an event is a courtesy: never fail the pass for one
+                _log.warning(
+                    "could not post event %s for %s/%s",
+                    event.reason,
+                    self.namespace,
+                    self.name,
+                    exc_info=True,
+                )
+        for outcome, seconds in self.finished:
+            self.rt.metrics.record_run(self.namespace, self.name, outcome.value, max(seconds, 0.0))
+
+    def _event(self, type_: EventType, reason: str, message: str) -> None:
+        self.events.append(Event(type_, reason, message))
+
+    def _parse_spec(self) -> None:
+        try:
+            self.spec = ModelOptimizationSpec.model_validate(self.body.get("spec") or {})
+        except ValidationError as error:
+            # The CRD refuses what the models refuse; this means an operator/CRD version
+            # skew, which no retry fixes: say so, keep following running Jobs.
+            first = error.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            self.spec_error = f"spec.{where}: {first['msg']}"
+
+    # -- following Jobs ----------------------------------------------------------------
+
+    def _owned_jobs(self) -> list[Json]:
+        selector = (
+            f"{names.OPTIMIZATION_LABEL}={names.label_value(self.name)},{names.KIND_LABEL}=optimize"
+        )
+        owned = [
+            job
+            for job in self.kube.list_jobs(self.namespace, selector)
+            if any(ref.get("uid") == self.uid for ref in job["metadata"].get("ownerReferences", []))
+        ]
+
+        def order(job: Json) -> tuple[int, str]:
+            plan = _plan_of(job)
+            return (plan.sequence if plan else 0, job["metadata"].get("creationTimestamp", ""))
+
+        return sorted(owned, key=order)
+
+    def _follow_jobs(self) -> None:
+        recorded = {run.id for run in self.status.runs}
+        present: set[str] = set()
+        for job in self._owned_jobs():
+            run_id = _run_id(job)
+            present.add(run_id)
+            if run_id in recorded:
+                continue  # done; the Job's TTL removes it
+            if job_state.is_finished(job):
+                meta = job["metadata"]
+                pods = self.kube.list_job_pods(self.namespace, meta["name"], meta["uid"])
+                outcome = job_state.outcome(job, pods)
+                crash_point("run-finished-unrecorded")
+                self._record(job, outcome)
+            elif self.active_job is None:
+                try:
+                    self.active_job = self._ensure_started(job)
+                except NameConflictError as error:
+                    self.blocked = Blocked(JOB_NAME_CONFLICT, str(error), input_problem=True)
+                    self.active_job = job
+                self._set_active(self.active_job, created=False)
+            else:  # cannot happen while runs start one at a time; say so, do not hide it
+                _log.warning(
+                    "%s/%s: more than one unfinished run: %s and %s",
+                    self.namespace,
+                    self.name,
+                    _run_id(self.active_job),
+                    run_id,
+                )
+        active = self.status.active_run
+        if active is not None and self.active_job is None:
+            if active.id not in present and active.id not in recorded:
+                self._record_deleted(active)
+            self.status.active_run = None
+
+    def _ensure_started(self, job: Json) -> Json:
+        """Give a suspended Job of ours its task ConfigMap, then resume it."""
+        meta = job["metadata"]
+        if not (job.get("spec") or {}).get("suspend"):
+            return job
+        if names.RESUMED_ANNOTATION in (meta.get("annotations") or {}):
+            return job  # suspended by someone after we resumed it: theirs to resume
+        configmap, created = self.kube.create_configmap(self.namespace, build_task_configmap(job))
+        if not created and not self._ours(configmap, _run_id(job)):
+            raise NameConflictError(
+                f"ConfigMap {meta['name']} exists and does not belong to run {_run_id(job)}"
+            )
+        crash_point("configmap-created")
+        resumed = self.kube.patch_job(
+            self.namespace,
+            meta["name"],
+            {
+                "metadata": {"annotations": {names.RESUMED_ANNOTATION: cond_time(self.now)}},
+                "spec": {"suspend": False},
+            },
+        )
+        crash_point("job-resumed")
+        return resumed
+
+    def _ours(self, obj: Json, run_id: str) -> bool:
+        labels = obj["metadata"].get("labels") or {}
+        return (
+            labels.get(names.MANAGED_BY_LABEL) == names.MANAGED_BY
+            and labels.get(names.RUN_LABEL) == run_id
+            and labels.get(names.OPTIMIZATION_LABEL) == names.label_value(self.name)
+        )
+
+    def _set_active(self, job: Json, *, created: bool) -> None:
+        meta = job["metadata"]
+        run_id = _run_id(job)
+        plan = _plan_of(job)
+        previous = self.status.active_run
+        started = _parse_time((job.get("status") or {}).get("startTime")) or _parse_time(
+            meta.get("creationTimestamp")
+        )
+        self.status.active_run = ActiveRun(
+            id=run_id,
+            trigger=plan.trigger if plan else Trigger.MANUAL,
+            reason=plan.reason if plan else None,
+            started_at=started or self.now,
+            job_name=meta["name"],
+            base_model_uri=(plan.base_model_uri or None) if plan else None,
+        )
+        if previous is not None and previous.id == run_id:
+            return
+        self._count_start(plan, started or self.now)
+        why = f" ({plan.trigger}: {plan.reason})" if plan else ""
+        if created:
+            self._event("Normal", "RunStarted", f"Started run {run_id}{why} as Job {meta['name']}.")
+        else:
+            self._event(
+                "Normal",
+                "RunAdopted",
+                f"Following Job {meta['name']} of run {run_id}{why}, created before the "
+                "operator restarted.",
+            )
+
+    def _count_start(self, plan: RunPlan | None, started: datetime) -> None:
+        """What a run's start consumes: its number, a run request, a slot of the budget."""
+        if plan is None:
+            return
+        self.status.run_count = max(self.status.run_count or 0, plan.sequence)
+        if plan.run_request is not None:
+            self.status.last_run_request = plan.run_request
+        recent = [
+            t
+            for t in (self.status.run_budget.start_times if self.status.run_budget else [])
+            if self.now - t < BUDGET_WINDOW
+        ]
+        if started not in recent and self.now - started < BUDGET_WINDOW:
+            recent.append(started)
+        self.status.run_budget = RunBudget(start_times=sorted(recent)[-100:])
+
+    # -- recording ---------------------------------------------------------------------
+
+    def _record(self, job: Json, outcome: job_state.JobOutcome) -> None:
+        meta = job["metadata"]
+        run_id = _run_id(job)
+        plan = _plan_of(job)
+        if self.status.active_run is None or self.status.active_run.id != run_id:
+            # Finished before status ever named it (the operator was down): count its
+            # start now, so run numbers and the budget stay right.
+            self._count_start(plan, _parse_time(outcome.started_at) or self.now)
+        result = outcome.result
+        succeeded = outcome.phase == "Succeeded" and result is not None and result.ok
+        started = _parse_time(outcome.started_at) or _parse_time(meta.get("creationTimestamp"))
+        finished = _parse_time(outcome.finished_at) or self.now
+        seconds = (
+            (finished - started).total_seconds() if started else (result.seconds if result else 0.0)
+        )
+        message = outcome.message if not succeeded else _describe(result)
+        record = RunRecord(
+            id=run_id,
+            trigger=plan.trigger if plan else Trigger.MANUAL,
+            reason=plan.reason if plan else None,
+            outcome=Outcome.SUCCEEDED if succeeded else Outcome.FAILED,
+            started_at=started,
+            finished_at=finished,
+            duration_seconds=round(seconds, 3),
+            job_names=[meta["name"]],
+            base_model_uri=(plan.base_model_uri or None) if plan else None,
+            baseline=_metrics(result.baseline if result else None),
+            candidate=_metrics(result.candidate if result else None),
+            artifact_uri=result.artifact_uri if result else None,
+            manifest_sha256=result.manifest_sha256 if result else None,
+            message=(f"{outcome.reason}: {message}" if not succeeded else message) or None,
+        )
+        self.status.record_run(record)
+        if self.status.active_run is not None and self.status.active_run.id == run_id:
+            self.status.active_run = None
+        self.finished.append((record.outcome, seconds))
+        if succeeded and result is not None and result.artifact_uri:
+            self.status.candidate = Candidate(
+                run_id=run_id,
+                artifact_uri=result.artifact_uri,
+                manifest_sha256=result.manifest_sha256,
+                created_at=finished,
+            )
+            self._event(
+                "Normal", "RunSucceeded", f"Run {run_id} succeeded in {seconds:.0f} s: {message}."
+            )
+        else:
+            self._event("Warning", "RunFailed", f"Run {run_id} failed: {outcome.reason}: {message}")
+            if outcome.reason == "BadInput":
+                self.bad_input = (Reason.BAD_INPUT, message)
+
+    def _record_deleted(self, active: ActiveRun) -> None:
+        """status names a run whose Job is gone and whose result was never read: deleted
+        by hand, or removed by its TTL while the operator was away. Not repeated."""
+        message = (
+            f"Job {active.job_name} was deleted before its result was read (by hand, or by "
+            "its ttlSecondsAfterFinished while the operator was down); the run is not "
+            "repeated."
+        )
+        record = RunRecord(
+            id=active.id,
+            trigger=active.trigger,
+            reason=active.reason,
+            outcome=Outcome.CANCELLED,
+            started_at=active.started_at,
+            finished_at=self.now,
+            job_names=[active.job_name] if active.job_name else [],
+            base_model_uri=active.base_model_uri,
+            message=f"{JOB_DELETED}: {message}",
+        )
+        self.status.record_run(record)
+        self.finished.append((Outcome.CANCELLED, 0.0))
+        self._event("Warning", JOB_DELETED, f"Run {active.id}: {message}")
+
+    # -- starting ----------------------------------------------------------------------
+
+    def _start_wanted_run(self, spec: ModelOptimizationSpec) -> None:
+        plan = wanted_run(spec, self.status, initial_run=self.rt.config.initial_run)
+        if plan is None:
+            return
+        if spec.suspend:
+            self.blocked = Blocked(
+                Reason.SUSPENDED,
+                f"spec.suspend is true: no run starts. Waiting: {plan.reason}",
+                input_problem=False,
+            )
+            return
+        missing = [
+            claim
+            for claim in spec_claims(spec, model_in_use(spec, self.status))
+            if self.kube.get_pvc(self.namespace, claim) is None
+        ]
+        if missing:
+            listed = ", ".join(missing)
+            self.blocked = Blocked(
+                Reason.PVC_NOT_FOUND,
+                f"PersistentVolumeClaim {listed} not found in namespace {self.namespace}: "
+                f"the run waits until it exists ({plan.reason})",
+                input_problem=True,
+            )
+            return
+        run_id = names.run_id_for(self.uid, plan.sequence)
+        task = build_task(
+            spec,
+            namespace=self.namespace,
+            name=self.name,
+            run_id=run_id,
+            kind="optimize",
+            model_uri=plan.base_model_uri,
+        )
+        body = build_job(
+            self.owner,
+            task,
+            job_settings(spec, self.rt.config),
+            annotations={names.RUN_PLAN_ANNOTATION: plan.to_annotation()},
+        )
+        job, created = self.kube.create_job(self.namespace, body)
+        if not created:
+            owners = {ref.get("uid") for ref in job["metadata"].get("ownerReferences", [])}
+            if not self._ours(job, run_id) or self.uid not in owners:
+                self.blocked = Blocked(
+                    JOB_NAME_CONFLICT,
+                    f"Job {body['metadata']['name']} exists and was not created by DriftWarden "
+                    "for this resource; delete or rename it",
+                    input_problem=True,
+                )
+                return
+        else:
+            crash_point("job-created")
+        try:
+            job = self._ensure_started(job)
+        except NameConflictError as error:
+            self.blocked = Blocked(JOB_NAME_CONFLICT, str(error), input_problem=True)
+            return
+        if job_state.is_finished(job):
+            return  # adopted an already finished run: the next pass records it
+        self.active_job = job
+        self._set_active(job, created=created)
+
+    # -- conditions and phase ----------------------------------------------------------
+
+    def _set(self, type_: str, status: cond.ConditionStatus, reason: str, message: str) -> bool:
+        return cond.set_condition(
+            self.status.conditions, type_, status, reason, message, self.generation, self.now
+        )
+
+    def _set_conditions(self) -> None:
+        self._set_ready()
+        self._set_optimizing()
+        for type_ in (
+            ConditionType.DRIFT_DETECTED,
+            ConditionType.LATENCY_WITHIN_SLO,
+            ConditionType.TEMPORARY_FIX_ACTIVE,
+        ):
+            if cond.get_condition(self.status.conditions, type_) is None:
+                self._set(type_, "Unknown", Reason.NOT_EVALUATED, "Not evaluated yet.")
+
+    def _set_ready(self) -> None:
+        current = cond.get_condition(self.status.conditions, ConditionType.READY)
+        problem: tuple[str, str] | None = None
+        if self.spec_error:
+            problem = (INVALID_SPEC, f"The operator cannot use this spec: {self.spec_error}")
+        elif self.blocked is not None and self.blocked.input_problem:
+            problem = (self.blocked.reason, self.blocked.message)
+        elif self.bad_input is not None:
+            problem = (self.bad_input[0], f"The last run refused its input: {self.bad_input[1]}")
+        elif (
+            current is not None
+            and current.status == "False"
+            and current.reason == Reason.BAD_INPUT
+            and current.observed_generation == self.generation
+        ):
+            return  # the spec did not change since its input was refused: still not ready
+        if problem is None:
+            self._set(
+                ConditionType.READY, "True", Reason.READY, "The spec and its inputs are usable."
+            )
+            return
+        reason, message = problem
+        if self._set(ConditionType.READY, "False", reason, message) and (
+            current is None or current.reason != reason or current.status != "False"
+        ):
+            self._event("Warning", reason, message)
+
+    def _set_optimizing(self) -> None:
+        active = self.status.active_run
+        if active is not None:
+            why = f" ({active.trigger}: {active.reason})" if active.reason else ""
+            self._set(
+                ConditionType.OPTIMIZING,
+                "True",
+                Reason.RUN_IN_PROGRESS,
+                f"Run {active.id}{why} is running as Job {active.job_name}.",
+            )
+            return
+        if self.blocked is not None:
+            self._set(ConditionType.OPTIMIZING, "False", self.blocked.reason, self.blocked.message)
+            return
+        last = self.status.runs[-1] if self.status.runs else None
+        if last is None:
+            self._set(ConditionType.OPTIMIZING, "False", Reason.IDLE, "No run yet.")
+        elif last.outcome == Outcome.FAILED or last.outcome == Outcome.CANCELLED:
+            self._set(
+                ConditionType.OPTIMIZING,
+                "False",
+                Reason.RUN_FAILED,
+                f"Run {last.id} {last.outcome.lower()}: {last.message or ''}".rstrip(": "),
+            )
+        else:
+            self._set(
+                ConditionType.OPTIMIZING,
+                "False",
+                Reason.RUN_SUCCEEDED,
+                f"Run {last.id} {last.outcome.lower()}: {last.message or ''}".rstrip(": "),
+            )
+
+    def _phase(self) -> Phase:
+        if cond.get_condition(self.status.conditions, ConditionType.READY) and not (
+            cond.is_condition_true(self.status.conditions, ConditionType.READY)
+        ):
+            return Phase.FAILED
+        if self.status.active_run is not None:
+            return Phase.OPTIMIZING
+        if self.spec is not None and self.spec.suspend:
+            return Phase.SUSPENDED
+        if self.status.last_evaluation is not None or self.status.runs:
+            return Phase.MONITORING
+        return Phase.PENDING
+
+
+class NameConflictError(Exception):
+    """An object with the name of ours exists and is not ours."""
+
+
+def cond_time(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")

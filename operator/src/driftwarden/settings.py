@@ -1,0 +1,68 @@
+"""kopf's settings for DriftWarden, applied once by the startup handler.
+
+- kopf's bookkeeping (handler progress, the last handled spec) goes into annotations
+  under our own prefix, never into status: status is the user's view of the model.
+- Our finalizer name, so `kubectl get mo -o yaml` says who holds a deletion.
+- Only Jobs labelled managed-by=driftwarden are watched (a server-side selector).
+- Watches end server-side every few minutes and reconnect, so a silently dropped
+  connection cannot make the operator deaf for long.
+- Peering: several replicas may run (a rolling update runs two for a while); only the
+  one with the highest priority handles resources, the others stand by. Without the
+  KopfPeering CRDs installed the operator runs standalone (kopf's auto-detection), which
+  is right for a single replica. Correctness does not depend on peering: Jobs have
+  deterministic names and status writes are conditional on resourceVersion.
+- kopf posts Kubernetes events only for warnings and errors (a handler that crashed);
+  the operator posts its own events, in words, for what happened to a resource.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Final
+
+import kopf
+
+from driftwarden.builders import names
+from driftwarden.config import OperatorConfig
+
+ANNOTATION_PREFIX: Final = names.GROUP
+LAST_HANDLED_KEY: Final = "last-handled-configuration"
+WATCH_SERVER_TIMEOUT: Final = 270.0  # < the apiserver's own 5-10 minute range
+WATCH_CLIENT_TIMEOUT: Final = 300.0
+CONNECT_TIMEOUT: Final = 10.0
+# Sync handlers run in this many threads: one reconcile per resource at a time, so this
+# bounds how many resources progress in parallel, not correctness.
+HANDLER_THREADS: Final = 8
+
+
+def apply(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=ANNOTATION_PREFIX
+    )
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key=LAST_HANDLED_KEY
+    )
+    settings.persistence.finalizer = names.FINALIZER
+
+    settings.watching.server_timeout = WATCH_SERVER_TIMEOUT
+    settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT
+    settings.watching.connect_timeout = CONNECT_TIMEOUT
+    # Only our own Jobs are watched: the apiserver filters, not the operator.
+    settings.watching.label_selectors["batch", "jobs"] = (
+        f"{names.MANAGED_BY_LABEL}={names.MANAGED_BY}"
+    )
+
+    settings.peering.name = config.peering_name
+    settings.peering.priority = config.peering_priority
+    settings.peering.clusterwide = config.clusterwide
+    settings.peering.stealth = True  # no log line per keep-alive
+    if config.standalone is not None:
+        settings.peering.standalone = config.standalone
+
+    settings.posting.level = logging.WARNING
+    settings.posting.reporting_component = names.FIELD_MANAGER
+    settings.posting.reporting_instance = socket.gethostname()
+    settings.posting.event_name_prefix = "driftwarden-"
+
+    settings.execution.max_workers = HANDLER_THREADS
