@@ -20,6 +20,7 @@ from devcluster.node_agent.runtime import NodeRuntime
 log = logging.getLogger(__name__)
 
 REGISTER_RETRY_SECONDS = 1.0
+WORKER_RESTART_SECONDS = 5.0
 
 
 class Agent:
@@ -89,6 +90,12 @@ class Agent:
         pods = self.informer.snapshot()
         for uid, pod in pods.items():
             worker = self.workers.get(uid)
+            if worker is not None and worker.crashed_at is not None and worker.done.is_set():
+                # A bug hit this Pod's worker; a new one takes over from the Pod's status.
+                if time.monotonic() - worker.crashed_at < WORKER_RESTART_SECONDS:
+                    continue
+                log.warning("restarting the worker of pod %s", uid)
+                worker = None
             if worker is None:
                 worker = PodWorker(pod, self.runtime)
                 self.workers[uid] = worker
@@ -128,6 +135,7 @@ class Agent:
         except (ApiError, OSError) as error:
             log.debug("could not mark the node NotReady: %s", error)
         self._close()
+        log.info("node agent stopped")
 
     def _close(self) -> None:
         self.runtime.events.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -95,6 +96,21 @@ class ContainerRun:
     message: str = ""
     kill_requested_at: float | None = None
     kill_deadline: float | None = None
+    exec_pipe: int | None = None  # read end; EOF once container_init exec'd the command
+    _exec_seen: bool = False
+
+    def exec_done(self) -> bool:
+        """Has the command replaced container_init (namespaces and mounts in place)?"""
+        if self._exec_seen:
+            return True
+        if self.exec_pipe is None:
+            return False
+        readable, _, _ = select.select([self.exec_pipe], [], [], 0)
+        if readable:
+            os.close(self.exec_pipe)
+            self.exec_pipe = None
+            self._exec_seen = True
+        return self._exec_seen
 
     @property
     def pid(self) -> int:
@@ -120,6 +136,9 @@ class ContainerRun:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
         returncode = self.process.wait()
+        if self.exec_pipe is not None:
+            os.close(self.exec_pipe)
+            self.exec_pipe = None
         self._finish(exit_code_of(returncode))
         return True
 
@@ -211,24 +230,33 @@ class Launcher:
             path.write_bytes(b"")
             path.chmod(0o666)  # the container's own user writes its termination message
         spec.write(paths.launch_spec)
-        with paths.log.open("ab") as log:
-            offset = log.tell()
-            process = subprocess.Popen(
-                [
-                    self.python,
-                    "-I",
-                    "-m",
-                    "devcluster.node_agent.container_init",
-                    str(paths.launch_spec),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                close_fds=True,
-                cwd="/",
-                env={"PATH": "/usr/bin:/bin"},
-            )
+        exec_read, exec_write = os.pipe()
+        try:
+            with paths.log.open("ab") as log:
+                offset = log.tell()
+                process = subprocess.Popen(
+                    [
+                        self.python,
+                        "-I",
+                        "-m",
+                        "devcluster.node_agent.container_init",
+                        str(paths.launch_spec),
+                        str(exec_write),
+                    ],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    close_fds=True,
+                    pass_fds=(exec_write,),
+                    cwd="/",
+                    env={"PATH": "/usr/bin:/bin"},
+                )
+        except OSError:
+            os.close(exec_read)
+            raise
+        finally:
+            os.close(exec_write)
         paths.pid_file.write_text(f"{process.pid} {process_start_time(process.pid) or 0}")
         return ContainerRun(
             process=process,
@@ -236,4 +264,5 @@ class Launcher:
             started_at=now(),
             log_offset=offset,
             termination_message_policy=message_policy,
+            exec_pipe=exec_read,
         )

@@ -1,6 +1,6 @@
 """Turn this process into a container, then exec its command.
 
-Run as root by the agent (`python -m devcluster.node_agent.container_init SPEC`): enter new
+Run as root by the agent (`python -m devcluster.node_agent.container_init SPEC [FD]`): enter new
 mount and UTS namespaces, bind-mount the Pod's volumes at their mount paths, set the hostname,
 drop to the Pod's user and groups, change to the working directory and exec. The process keeps
 its PID through the exec, so the agent's handle is the container's main process.
@@ -173,6 +173,9 @@ def become_container(spec: LaunchSpec) -> None:
 
 def main() -> None:
     spec_path = Path(sys.argv[1])
+    if len(sys.argv) > 2:
+        # The agent holds the other end of this pipe: it reads EOF once exec succeeded.
+        os.set_inheritable(int(sys.argv[2]), False)
     spec = LaunchSpec.read(spec_path)
     spec_path.unlink(missing_ok=True)  # it may hold secret values
     try:

@@ -150,6 +150,7 @@ class PodWorker:
         self._last_reported: Obj | None = None
         self._events_sent: set[str] = set()
         self.done = threading.Event()
+        self.crashed_at: float | None = None
         self.thread = threading.Thread(target=self._main_loop, name=f"pod-{self._key}", daemon=True)
 
     # --- called by the agent --------------------------------------------------------------
@@ -213,6 +214,7 @@ class PodWorker:
                 self._wake.clear()
         except Exception:
             log.exception("pod %s: worker crashed; stopping its containers", self._key)
+            self.crashed_at = time.monotonic()
             self._stop_all(0)
         finally:
             self.done.set()
@@ -410,7 +412,7 @@ class PodWorker:
     def _probe(self, pod: Obj, slot: Slot) -> None:
         run = slot.run
         assert run is not None
-        if run.kill_requested_at is not None:
+        if run.kill_requested_at is not None or not run.exec_done():
             return
         startup_pending = slot.startup is not None and not slot.startup.result
         for kind, probe in (
