@@ -25,7 +25,7 @@ from driftwarden.policy.deployment_apply import (
     TargetRef,
     build_apply,
 )
-from driftwarden.policy.ownership import release_patch, resource_paths
+from driftwarden.policy.ownership import detach_patch, release_patch, resource_paths
 from driftwarden.policy.promotion import promote
 from driftwarden.policy.temporary_fix import FixSettings, plan_fix, revert_values
 
@@ -225,3 +225,43 @@ def test_release_patch_with_a_stale_resource_version_is_refused(
             "server", namespace, patch, _content_type="application/json-patch+json"
         )
     assert refused.value.status == 422
+
+
+def test_detach_keeps_the_served_model_and_hands_it_back(
+    devcluster: Cluster, namespace: str, apps: client.AppsV1Api
+) -> None:
+    kubectl_apply(devcluster, manifest(namespace))
+    target = TargetRef(namespace=namespace, deployment="server", container="model")
+    ssa(apps, build_apply(target, promote(DeploymentIntent(), "file:///artifacts/run-2", "run-2")))
+    for _ in range(10):
+        body = raw(apps, namespace)
+        patch = detach_patch(
+            body["metadata"]["managedFields"],
+            body["metadata"]["resourceVersion"],
+            body["metadata"].get("annotations", {}),
+        )
+        try:
+            apps.patch_namespaced_deployment(
+                "server", namespace, patch, _content_type="application/json-patch+json"
+            )
+            break
+        except client.ApiException as error:
+            if error.status != 422:
+                raise
+    detached = raw(apps, namespace)
+    assert container(detached)["env"][0] == {
+        "name": "MODEL_URI",
+        "value": "file:///artifacts/run-2",
+    }
+    assert not any(k.startswith("driftwarden.io/") for k in detached["metadata"]["annotations"])
+    assert FIELD_MANAGER not in {m["manager"] for m in detached["metadata"]["managedFields"]}
+    # The owner's next server-side apply of Git's manifest takes the field without a conflict.
+    devcluster.kubectl(
+        "apply",
+        "--server-side",
+        "--field-manager=gitops",
+        "-f",
+        "-",
+        input=yaml.safe_dump(manifest(namespace)),
+    )
+    assert container(raw(apps, namespace))["env"][0]["value"] == "file:///models/v1"

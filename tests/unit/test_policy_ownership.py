@@ -10,6 +10,7 @@ import pytest
 from driftwarden.policy.deployment_apply import ResourceValues
 from driftwarden.policy.ownership import (
     container_key,
+    detach_patch,
     release_fields,
     release_patch,
     resource_paths,
@@ -99,3 +100,20 @@ def test_an_entry_left_empty_is_dropped_and_nothing_left_writes_one_empty_entry(
     assert release_fields([THEIRS, only_resources], paths) == [THEIRS]
     patch = release_patch([only_resources], "7", paths)
     assert patch is not None and patch[1]["value"] == [{}]
+
+
+def test_detach_patch_removes_our_annotations_and_our_entry_only() -> None:
+    annotations = {
+        "driftwarden.io/model-uri": "file:///m/v2",
+        "driftwarden.io/promoted-run": "r1",
+        "deployment.kubernetes.io/revision": "3",
+    }
+    patch = detach_patch([THEIRS, OURS], "9", annotations)
+    assert patch == [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": "9"},
+        {"op": "remove", "path": "/metadata/annotations/driftwarden.io~1model-uri"},
+        {"op": "remove", "path": "/metadata/annotations/driftwarden.io~1promoted-run"},
+        {"op": "replace", "path": "/metadata/managedFields", "value": [THEIRS]},
+    ]
+    alone = detach_patch([OURS], "9", {})
+    assert alone[-1]["value"] == [{}]

@@ -12,7 +12,8 @@ JSON patch that swaps our Apply entry for one without those paths (guarded by a 
 the resourceVersion) leaves the values exactly as restored and owned by nobody, as they
 would be for an object nobody applied. The next writer (kubectl, Argo CD, Flux) takes them
 without a conflict. ``release_patch`` builds that JSON patch; ``release_fields`` is the pure
-transformation of the entries.
+transformation of the entries. ``detach_patch`` does the same for everything we own when a
+resource stops managing its target (``spec.target`` removed, the resource deleted).
 
 A path is a tuple of fieldsV1 keys, e.g.
 ``("f:spec", "f:template", "f:spec", "f:containers", 'k:{"name":"server"}', "f:resources",
@@ -23,10 +24,10 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from driftwarden.policy.deployment_apply import FIELD_MANAGER, ResourceValues
+from driftwarden.policy.deployment_apply import ANNOTATION_PREFIX, FIELD_MANAGER, ResourceValues
 
 FieldPath = tuple[str, ...]
 
@@ -36,16 +37,13 @@ def container_key(name: str) -> str:
     return "k:" + json.dumps({"name": name}, separators=(",", ":"))
 
 
+def _container_path(container: str) -> FieldPath:
+    return ("f:spec", "f:template", "f:spec", "f:containers", container_key(container))
+
+
 def resource_paths(container: str, values: ResourceValues) -> list[FieldPath]:
     """The fieldsV1 paths of the given requests/limits of a Deployment's container."""
-    base = (
-        "f:spec",
-        "f:template",
-        "f:spec",
-        "f:containers",
-        container_key(container),
-        "f:resources",
-    )
+    base = (*_container_path(container), "f:resources")
     paths: list[FieldPath] = []
     for section, names in (("f:requests", values.requests), ("f:limits", values.limits)):
         paths.extend((*base, section, f"f:{name}") for name in sorted(names))
@@ -96,6 +94,37 @@ def release_patch(
         {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
         {"op": "replace", "path": "/metadata/managedFields", "value": released or [{}]},
     ]
+
+
+def detach_patch(
+    managed_fields: Sequence[dict[str, Any]],
+    resource_version: str,
+    annotations: Mapping[str, str],
+    manager: str = FIELD_MANAGER,
+) -> list[dict[str, Any]]:
+    """A JSON patch that ends DriftWarden's management of the object: our annotations are
+    removed (they would go stale) and our Apply entry leaves ``managedFields``; every other
+    value - the served model env var included - stays as it is, owned by nobody until the
+    next writer (kubectl, Argo CD, Flux) takes it. Call it after any temporary fix is
+    reverted: it keeps whatever values are live."""
+    ops: list[dict[str, Any]] = [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version}
+    ]
+    for name in sorted(annotations):
+        if name.startswith(ANNOTATION_PREFIX):
+            ops.append({"op": "remove", "path": "/metadata/annotations/" + _pointer(name)})
+    kept = [
+        e
+        for e in managed_fields
+        if not (e.get("manager") == manager and e.get("operation") == "Apply")
+    ]
+    ops.append({"op": "replace", "path": "/metadata/managedFields", "value": kept or [{}]})
+    return ops
+
+
+def _pointer(key: str) -> str:
+    """A JSON-pointer segment (RFC 6901): "~" -> "~0", "/" -> "~1"."""
+    return key.replace("~", "~0").replace("/", "~1")
 
 
 def _remove(fields: dict[str, Any], path: FieldPath) -> None:
