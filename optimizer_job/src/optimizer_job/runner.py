@@ -198,9 +198,17 @@ def measure_drift(
     reference, names = dataio.flat_features(inputs.reference)
     current, _ = dataio.flat_features(inputs.current)
     started = time.perf_counter()
-    report: DriftReport = compare(
-        reference, current, names, task.evaluation.drift_metric, alpha, threshold
-    )
+    try:
+        report: DriftReport = compare(
+            reference,
+            current,
+            names,
+            metric=task.evaluation.drift_metric,
+            alpha=alpha,
+            threshold=threshold,
+        )
+    except ValueError as error:
+        raise BadInputError(f"drift: {error}") from error
     notes: Notes = {"drift_seconds": round(time.perf_counter() - started, 3)}
     if prediction_drift is not None:
         model = inputs.loaded.module
