@@ -204,7 +204,12 @@ def _compare(
         options = [o for o in node.get("anyOf", []) if o.get("type") != "null"]
         kinds = sorted(o.get("type", "") for o in options)
         patterns = [o["pattern"] for o in options if "pattern" in o]
-        if kinds != ["integer", "string"] or patterns != [crd.get("pattern")]:
+        lengths = [o["maxLength"] for o in options if "maxLength" in o]
+        if (
+            kinds != ["integer", "string"]
+            or patterns != [crd.get("pattern")]
+            or lengths != [crd.get("maxLength")]
+        ):
             problems.append(f"{path}: int-or-string with the CRD's pattern, got {node}")
         return problems
     if crd.get("type") != node.get("type"):

@@ -114,7 +114,7 @@ Duration = Annotated[
         min_length=DURATION_MIN_LENGTH, max_length=DURATION_MAX_LENGTH, pattern=DURATION_PATTERN
     ),
 ]
-QuantityString = Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN)]
+QuantityString = Annotated[str, StringConstraints(max_length=64, pattern=QUANTITY_PATTERN)]
 # An int-or-string Kubernetes quantity such as 4, "500m" or "2Gi"; above zero.
 Quantity = Annotated[int | QuantityString, AfterValidator(_positive_quantity)]
 FeatureName = Annotated[str, StringConstraints(min_length=1, max_length=128)]
