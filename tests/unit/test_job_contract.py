@@ -1,0 +1,96 @@
+"""The operator <-> Job contract: JSON round trips, the 4 KiB message, URI resolution."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from optimizer_job.contract import (
+    TERMINATION_MESSAGE_LIMIT,
+    BadInputError,
+    CompactResult,
+    DataRefs,
+    DriftReport,
+    ModelMetrics,
+    PruneStage,
+    QuantizeStage,
+    RetrainStage,
+    RunResult,
+    Task,
+    pvc_claims,
+    resolve_uri,
+    run_artifact_uri,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def _task() -> Task:
+    return Task(
+        kind="optimize",
+        namespace="ml",
+        optimization="fraud",
+        run_id="r-1",
+        model_uri="pvc://models/fraud/v1",
+        data=DataRefs(reference="pvc://data/ref.parquet", holdout="file:///d/h.csv"),
+        stages=[RetrainStage(epochs=3), PruneStage(amount_percent=40), QuantizeStage(mode="fp16")],
+        artifacts_uri="pvc://models/runs",
+    )
+
+
+def test_task_round_trips_through_json_with_stage_types_kept() -> None:
+    task = _task()
+    again = Task.model_validate_json(task.model_dump_json())
+    assert again == task
+    assert [type(s).__name__ for s in again.stages] == [
+        "RetrainStage",
+        "PruneStage",
+        "QuantizeStage",
+    ]
+
+
+def test_task_refuses_unknown_fields_and_stage_types() -> None:
+    raw = _task().model_dump()
+    raw["surprise"] = 1
+    with pytest.raises(ValidationError):
+        Task.model_validate(raw)
+    raw = _task().model_dump()
+    raw["stages"] = [{"type": "compile"}]
+    with pytest.raises(ValidationError):
+        Task.model_validate(raw)
+
+
+def test_compact_result_fits_the_termination_message_with_many_drifted_features() -> None:
+    metrics = ModelMetrics(
+        accuracy=0.9, latency_ms={f"b{b}_p{p}": 1.5 for b in (1, 32) for p in (50, 95, 99)}
+    )
+    drift = DriftReport(
+        metric="psi",
+        score=1.0,
+        share_drifted=1.0,
+        drifted_features=[f"a_rather_long_feature_name_{i:04d}" for i in range(5000)],
+        detected=True,
+    )
+    result = RunResult(
+        kind="evaluate", run_id="r", ok=False, reason="x" * 3000, baseline=metrics, drift=drift
+    )
+    message = CompactResult.from_result(result).to_message()
+    assert len(message.encode()) <= TERMINATION_MESSAGE_LIMIT
+    parsed = CompactResult.model_validate_json(message)
+    assert parsed.drift_detected is True
+    assert parsed.baseline == metrics
+
+
+def test_resolve_uri_maps_file_and_pvc_and_refuses_others() -> None:
+    assert resolve_uri("file:///data/x%20y.csv") == Path("/data/x y.csv")
+    assert resolve_uri("pvc://claim/a/b.npz", pvc_root="/mnt") == Path("/mnt/claim/a/b.npz")
+    for bad in ("s3://bucket/key", "file://host/path", "pvc:///nohost", "relative/path"):
+        with pytest.raises(BadInputError):
+            resolve_uri(bad)
+
+
+def test_run_artifact_uri_and_claims() -> None:
+    assert run_artifact_uri("pvc://m/runs/", "fraud", "r-2") == "pvc://m/runs/fraud/r-2"
+    assert pvc_claims(["pvc://b/x", None, "file:///y", "pvc://a/z", "pvc://b/w"]) == ["a", "b"]
