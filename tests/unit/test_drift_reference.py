@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ from scipy import stats
 
 from optimizer_job.drift import FittedReference, feature_statistics
 from optimizer_job.drift.reference import CategoricalReference, NumericReference
+from optimizer_job.drift.scoring import available_cores
 
 pytestmark = pytest.mark.unit
 
@@ -147,3 +149,13 @@ def test_nan_is_an_error_naming_the_feature() -> None:
         feature_statistics(fitted, current)
     with pytest.raises(ValueError, match="current data has 2 columns"):
         feature_statistics(fitted, np.zeros((10, 2)))
+
+
+def test_available_cores_respects_a_cgroup_quota(tmp_path: Path) -> None:
+    cores = len(os.sched_getaffinity(0))
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("150000 100000\n")
+    assert available_cores(cpu_max) == min(cores, 2)
+    cpu_max.write_text("max 100000\n")
+    assert available_cores(cpu_max) == cores
+    assert available_cores(tmp_path / "missing") == cores

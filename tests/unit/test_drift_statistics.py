@@ -14,10 +14,11 @@ from optimizer_job.drift.multiple_testing import adjust_pvalues
 pytestmark = pytest.mark.unit
 
 
-def _ks(reference: NDArray[np.floating], current: NDArray[np.floating]) -> tuple[float, float]:
+def _ks(
+    reference: NDArray[np.floating], current: NDArray[np.floating], chunk: int = 32
+) -> tuple[float, float]:
     ref_sorted, cur_sorted = np.sort(reference), np.sort(current)
-    ranks = univariate.ranks_in_reference(ref_sorted, cur_sorted)
-    statistic = univariate.ks_statistic(ref_sorted.shape[0], ranks)
+    statistic = univariate.ks_statistic(ref_sorted, cur_sorted, chunk)
     return statistic, univariate.ks_pvalue(statistic, ref_sorted.shape[0], cur_sorted.shape[0])
 
 
@@ -45,9 +46,11 @@ def test_ks_matches_scipy(n_ref: int, n_cur: int, kind: str) -> None:
         reference = _sample(rng, n_ref, kind, 0.0)
         current = _sample(rng, n_cur, kind, shift)
         expected = stats.ks_2samp(reference, current)
-        statistic, pvalue = _ks(reference, current)
-        assert abs(statistic - expected.statistic) <= 1e-9, (shift, statistic, expected)
-        assert abs(pvalue - expected.pvalue) <= 1e-3, (shift, pvalue, expected)
+        # chunk 1 searches every value; larger chunks exercise the bounds and refinement.
+        for chunk in (1, 7, 32):
+            statistic, pvalue = _ks(reference, current, chunk)
+            assert abs(statistic - expected.statistic) <= 1e-9, (shift, chunk, statistic, expected)
+            assert abs(pvalue - expected.pvalue) <= 1e-3, (shift, chunk, pvalue, expected)
 
 
 def test_ks_all_current_values_tied_with_reference() -> None:
@@ -76,8 +79,7 @@ def test_wasserstein_matches_scipy(n_ref: int, n_cur: int, kind: str) -> None:
         reference = _sample(rng, n_ref, kind, 0.0)
         current = _sample(rng, n_cur, kind, shift)
         ref_sorted, cur_sorted = np.sort(reference), np.sort(current)
-        ranks = univariate.ranks_in_reference(ref_sorted, cur_sorted)
-        ours = univariate.wasserstein(ref_sorted, cur_sorted, ranks)
+        ours = univariate.wasserstein(ref_sorted, cur_sorted)
         assert abs(ours - stats.wasserstein_distance(reference, current)) <= 1e-9
 
 

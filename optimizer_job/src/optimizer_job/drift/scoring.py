@@ -9,9 +9,11 @@ threads split the features between cores.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
@@ -33,7 +35,6 @@ from optimizer_job.drift.univariate import (
     ks_pvalue,
     ks_statistic,
     psi,
-    ranks_in_reference,
     wasserstein,
 )
 
@@ -54,16 +55,14 @@ def _numeric(
             out["psi"] = psi(reference.shares, shares)
         if "jensenshannon" in wanted:
             out["jensenshannon"] = jensenshannon(reference.shares, shares)
-    if {"ks", "ks_p", "wasserstein"} & set(wanted):
-        ranks = ranks_in_reference(reference.sorted_values, current_sorted)
-        if "ks" in wanted or "ks_p" in wanted:
-            n_ref, n_cur = reference.sorted_values.shape[0], current_sorted.shape[0]
-            statistic = ks_statistic(n_ref, ranks)
-            out["ks"] = statistic
-            if "ks_p" in wanted:
-                out["ks_p"] = ks_pvalue(statistic, n_ref, n_cur)
-        if "wasserstein" in wanted:
-            out["wasserstein"] = wasserstein(reference.sorted_values, current_sorted, ranks)
+    n_ref, n_cur = reference.sorted_values.shape[0], current_sorted.shape[0]
+    if "ks" in wanted or "ks_p" in wanted:
+        statistic = ks_statistic(reference.sorted_values, current_sorted)
+        out["ks"] = statistic
+        if "ks_p" in wanted:
+            out["ks_p"] = ks_pvalue(statistic, n_ref, n_cur)
+    if "wasserstein" in wanted:
+        out["wasserstein"] = wasserstein(reference.sorted_values, current_sorted)
     return out
 
 
@@ -88,9 +87,25 @@ def _categorical(
     return out
 
 
+def available_cores(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """Cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota.
+
+    In a Kubernetes Pod the affinity lists every core of the node while the CPU limit
+    is a quota ("200000 100000" = 2 cores); threads beyond the quota only get throttled.
+    """
+    cores = len(os.sched_getaffinity(0))
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+    except (OSError, ValueError):
+        return cores
+    if quota == "max":
+        return cores
+    return max(1, min(cores, math.ceil(int(quota) / int(period))))
+
+
 def default_workers(n_features: int) -> int:
     """One thread per available core (at most 8), never more than there are features."""
-    return max(1, min(len(os.sched_getaffinity(0)), 8, n_features))
+    return max(1, min(available_cores(), 8, n_features))
 
 
 def feature_statistics(

@@ -42,7 +42,7 @@ from optimizer_job.drift.scoring import (
     NUMERIC_STATISTICS,
     feature_statistics,
 )
-from optimizer_job.drift.univariate import ks_pvalue, ks_statistic, ranks_in_reference
+from optimizer_job.drift.univariate import ks_pvalue, ks_statistic
 
 Metric = Literal["psi", "ks", "wasserstein", "jensenshannon"]
 METRICS: tuple[Metric, ...] = ("psi", "ks", "wasserstein", "jensenshannon")
@@ -147,8 +147,7 @@ def prediction_drift(p_ref: Any, p_cur: Any) -> float:
     for index, name in enumerate(classes):
         ref_sorted = sorted_finite_column(reference, index, name, "reference predictions")
         cur_sorted = sorted_finite_column(current, index, name, "current predictions")
-        ranks = ranks_in_reference(ref_sorted, cur_sorted)
-        statistic = ks_statistic(ref_sorted.shape[0], ranks)
+        statistic = ks_statistic(ref_sorted, cur_sorted)
         smallest = min(smallest, ks_pvalue(statistic, ref_sorted.shape[0], cur_sorted.shape[0]))
     return min(1.0, smallest * len(classes))
 
