@@ -384,3 +384,26 @@ def test_chart_crd_is_identical_to_the_repository_crd() -> None:
         assert copy.read_bytes() == original.read_bytes(), (
             f"{copy} differs from {original}: cp crds/*.yaml charts/driftwarden/crds/"
         )
+
+
+@pytest.mark.parametrize("files", [[], ["values-namespaced.yaml"]])
+def test_operator_accepts_the_rendered_command_line(files: list[str]) -> None:
+    # The chart's args and env, read by the operator's own parser: a renamed flag fails here.
+    from driftwarden.config import OperatorConfig
+
+    container = one(render(*files), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"][1:] == ["-m", "driftwarden"]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    config = OperatorConfig.from_args(container["args"], env)
+    assert config.metrics_port == 9090
+    assert config.liveness_endpoint == "http://0.0.0.0:8080/healthz"
+    assert config.job_service_account == f"{RELEASE}-driftwarden-job"
+    assert config.job_image == env["DRIFTWARDEN_JOB_IMAGE"]
+    if files:
+        assert config.namespaces == ("ml-prod", "ml-staging")
+        assert config.peering_name == "driftwarden"
+        assert config.standalone is None  # peering on: kopf finds the peering object
+        assert config.verbose is True  # from operator.extraArgs
+    else:
+        assert config.clusterwide
+        assert config.standalone is True
