@@ -84,6 +84,11 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         scope = ", ".join(config.namespaces) if config.namespaces else "all namespaces"
         _log.info("DriftWarden is watching %s; metrics on :%s", scope, config.metrics_port)
 
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        """The same credentials as driftwarden.k8s: in-cluster, else KUBECONFIG."""
+        return kopf.login_via_client(**kwargs)
+
     @kopf.on.resume(*resource, id="reconcile-on-resume", registry=registry)
     @kopf.on.create(*resource, id="reconcile-on-create", registry=registry)
     @kopf.on.update(*resource, id="reconcile-on-update", registry=registry)

@@ -28,7 +28,7 @@ from driftwarden.config import OperatorConfig
 
 ANNOTATION_PREFIX: Final = names.GROUP
 LAST_HANDLED_KEY: Final = "last-handled-configuration"
-WATCH_SERVER_TIMEOUT: Final = 270.0  # < the apiserver's own 5-10 minute range
+WATCH_SERVER_TIMEOUT: Final = 270  # whole seconds: the apiserver parses an integer
 WATCH_CLIENT_TIMEOUT: Final = 300.0
 CONNECT_TIMEOUT: Final = 10.0
 # Sync handlers run in this many threads: one reconcile per resource at a time, so this
