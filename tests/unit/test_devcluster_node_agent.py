@@ -236,35 +236,53 @@ def test_container_init_mounts_then_drops_to_the_pods_user(tmp_path: Path) -> No
     volume = tmp_path / "volume"
     volume.mkdir()
     (volume / "input").write_text("from the host")
-    target = f"/devcluster-unit-{os.getpid()}"
+    # Mount paths that do not exist on the host, at the top and deeper down.
+    top = f"/devcluster-unit-{os.getpid()}"
+    nested = f"/var/tmp/devcluster-unit-{os.getpid()}/config"
     code = (
         "import json, os, socket; "
         f"print(json.dumps([os.getuid(), os.getgid(), socket.gethostname(), "
-        f"open('{target}/input').read(), os.access('{target}', os.W_OK), os.getcwd()]))"
+        f"open('{top}/input').read(), open('{nested}/input').read(), "
+        f"os.access('{top}', os.W_OK), os.getcwd(), os.path.isdir('/usr/bin')]))"
     )
+    scratch = tmp_path / "root"
+    scratch.mkdir()
     spec = LaunchSpec(
         argv=["python", "-c", code],
         env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"},
         working_dir="/tmp",
         hostname="unit-pod",
-        mounts=[BindMount(str(volume), target, read_only=True)],
+        mounts=[
+            BindMount(str(volume), top, read_only=True),
+            BindMount(str(volume), nested, read_only=True),
+        ],
         uid=65532,
         gid=65532,
         keep_reachable=interpreter_paths(),
         no_new_privileges=True,
+        scratch_dir=str(scratch),
     )
     spec_path = tmp_path / "spec.json"
     spec.write(spec_path)
-    try:
-        result = subprocess.run(
-            [sys.executable, "-I", "-m", "devcluster.node_agent.container_init", str(spec_path)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    finally:
-        Path(target).rmdir()  # the empty mount point left on the host
+    result = subprocess.run(
+        [sys.executable, "-I", "-m", "devcluster.node_agent.container_init", str(spec_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == [65532, 65532, "unit-pod", "from the host", False, "/tmp"]
+    assert json.loads(result.stdout) == [
+        65532,
+        65532,
+        "unit-pod",
+        "from the host",
+        "from the host",
+        False,
+        "/tmp",
+        True,
+    ]
     assert not spec_path.exists()  # it may hold secrets: read once, then removed
+    # The mount points were made inside the container's namespace only.
+    assert not Path(top).exists()
+    assert not Path(nested).parent.exists()

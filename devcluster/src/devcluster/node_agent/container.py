@@ -58,6 +58,10 @@ class ContainerPaths:
     def pid_file(self) -> Path:
         return self.dir / "pid"
 
+    @property
+    def scratch_root(self) -> Path:
+        return self.dir / "root"
+
 
 def process_start_time(pid: int) -> str | None:
     """The kernel's start time of a process, to tell a PID from a later reuse of it."""
@@ -226,6 +230,7 @@ class Launcher:
     def start(self, spec: LaunchSpec, paths: ContainerPaths, message_policy: str) -> ContainerRun:
         paths.dir.mkdir(parents=True, exist_ok=True)
         paths.log.parent.mkdir(parents=True, exist_ok=True)
+        paths.scratch_root.mkdir(mode=0o700, exist_ok=True)
         for path in (paths.termination_log, paths.start_error):
             path.write_bytes(b"")
             path.chmod(0o666)  # the container's own user writes its termination message

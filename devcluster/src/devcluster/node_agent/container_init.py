@@ -5,6 +5,11 @@ mount and UTS namespaces, bind-mount the Pod's volumes at their mount paths, set
 drop to the Pod's user and groups, change to the working directory and exec. The process keeps
 its PID through the exec, so the agent's handle is the container's main process.
 
+Nothing here changes the host's file system. A mount path that does not exist (`/data`,
+`/var/run/secrets/...`) is made inside the namespace: the directory that would hold it is
+covered by a tmpfs that re-binds everything that was in it, and the new mount point goes on
+that tmpfs. For `/` itself the namespace pivots to a tmpfs root built the same way.
+
 Standard library only, and nothing heavy: this runs before every container start.
 """
 
@@ -13,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import platform
 import stat
 import sys
 from pathlib import Path
@@ -26,8 +32,13 @@ MS_REMOUNT = 0x20
 MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 0x40000
+MNT_DETACH = 0x2
 PR_SET_NO_NEW_PRIVS = 38
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(platform.machine(), 155)
 START_ERROR_EXIT_CODE = 128
+# Covering a directory re-binds each entry; past this many, the mount point is made on the
+# host instead (an empty directory) rather than making a container start slow.
+MAX_SHADOW_ENTRIES = 400
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -61,44 +72,125 @@ def _reachable(path: str, uid: int, gids: set[int]) -> bool:
     return bool(info.st_mode & stat.S_IXOTH)
 
 
-def _ensure_mount_point(target: str, source_is_dir: bool) -> None:
-    path = Path(target)
-    if path.exists() or path.is_symlink():
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if source_is_dir:
-        path.mkdir(0o755)
+def _copy_entry(source: Path, target: Path) -> None:
+    """Make `target` show what `source` is: a symlink copy or a bind mount."""
+    if source.is_symlink():
+        target.symlink_to(source.readlink())
+    elif source.is_dir():
+        target.mkdir()
+        _mount(str(source), str(target), None, MS_BIND | MS_REC)
     else:
-        path.touch()
+        target.touch()
+        _mount(str(source), str(target), None, MS_BIND)
 
 
-class _Binder:
-    """Bind mounts from O_PATH handles opened before anything was hidden."""
+class _Namespace:
+    """The container's mount namespace, and which of its directories are ours to write."""
 
-    def __init__(self, paths: list[str]) -> None:
+    def __init__(self, scratch_dir: str) -> None:
+        self._scratch = scratch_dir
+        self._own_devices: set[int] = set()
         self._fds: dict[str, int] = {}
+
+    def hold(self, paths: list[str]) -> None:
+        """Open handles now, so bind sources stay reachable after anything covers them."""
         for path in paths:
             if path not in self._fds and Path(path).exists():
                 self._fds[path] = os.open(path, os.O_PATH | os.O_CLOEXEC)
-
-    def bind(self, source: str, target: str, *, read_only: bool) -> None:
-        handle = f"/proc/self/fd/{self._fds[source]}"
-        _ensure_mount_point(target, Path(handle).is_dir())
-        _mount(handle, target, None, MS_BIND | MS_REC)
-        if read_only:
-            _mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC)
 
     def close(self) -> None:
         for fd in self._fds.values():
             os.close(fd)
 
+    def tmpfs(self, target: str, mode: int = 0o755) -> None:
+        _mount("tmpfs", target, "tmpfs", 0, f"mode={mode:o}")
+        self._own_devices.add(Path(target).stat().st_dev)
 
-def _expose_closed_ancestors(spec: LaunchSpec, binder: _Binder, uid: int, gids: set[int]) -> None:
+    def bind(self, source: str, target: str, *, read_only: bool) -> None:
+        handle = f"/proc/self/fd/{self._fds[source]}"
+        self.ensure_mount_point(target, directory=Path(handle).is_dir())
+        _mount(handle, target, None, MS_BIND | MS_REC)
+        if read_only:
+            _mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC)
+
+    @staticmethod
+    def _anchor(target: str) -> Path | None:
+        """The existing directory a missing mount point would be made in; None if it exists."""
+        path = Path(target)
+        if path.exists() or path.is_symlink():
+            return None
+        anchor = path.parent
+        while not anchor.exists():
+            anchor = anchor.parent
+        return anchor.resolve()
+
+    def prepare_root(self, targets: list[str]) -> None:
+        """Pivot to a private root first if any mount point would be made in `/`.
+
+        It must come before any handle is opened: a bind mount's source has to be in the
+        namespace's own tree, and the pivot detaches the old one.
+        """
+        if self._scratch and any(self._anchor(t) == Path("/") for t in targets):
+            self._shadow_root()
+
+    def ensure_mount_point(self, target: str, *, directory: bool) -> None:
+        anchor = self._anchor(target)
+        if anchor is None:
+            return
+        path = Path(target)
+        ours = anchor.stat().st_dev in self._own_devices
+        # /dev is a RAM file system: a mount point made there is gone at reboot.
+        if not ours and anchor not in (Path("/"), Path("/dev")):
+            self._shadow(anchor)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if directory:
+            path.mkdir()
+        else:
+            path.touch()
+
+    def _shadow(self, directory: Path) -> None:
+        entries = sorted(entry.name for entry in directory.iterdir())
+        if len(entries) > MAX_SHADOW_ENTRIES:
+            return
+        original = os.open(directory, os.O_PATH | os.O_CLOEXEC)
+        try:
+            info = directory.stat()
+            self.tmpfs(str(directory), info.st_mode & 0o7777)
+            os.chown(directory, info.st_uid, info.st_gid)
+            for name in entries:
+                _copy_entry(Path(f"/proc/self/fd/{original}", name), directory / name)
+        finally:
+            os.close(original)
+
+    def _shadow_root(self) -> None:
+        """Pivot to a tmpfs root holding binds of everything in the host's root."""
+        staging = self._scratch
+        entries = sorted(entry.name for entry in Path("/").iterdir())
+        self.tmpfs(staging)
+        for name in entries:
+            _copy_entry(Path("/", name), Path(staging, name))
+        # The recursive binds copied the staging mount into itself; drop that copy.
+        inner = Path(staging + staging)
+        if inner.is_dir() and os.path.ismount(inner):
+            _check(_libc.umount2(str(inner).encode(), MNT_DETACH), f"umount {inner}")
+        Path(staging, ".host").mkdir()
+        _check(
+            _libc.syscall(SYS_PIVOT_ROOT, staging.encode(), f"{staging}/.host".encode()),
+            "pivot_root",
+        )
+        os.chdir("/")
+        _check(_libc.umount2(b"/.host", MNT_DETACH), "umount /.host")
+        Path("/.host").rmdir()
+
+
+def _expose_closed_ancestors(
+    spec: LaunchSpec, namespace: _Namespace, uid: int, gids: set[int]
+) -> None:
     """Keep the interpreter reachable for a non-root user although e.g. /root is mode 0700.
 
     A directory the user cannot search is covered, in this mount namespace only, by an empty
-    tmpfs, and each path the container needs below it is bound back in. Nothing outside the
-    namespace changes, and the rest of that directory stays hidden, as it would in an image.
+    tmpfs, and each path the container needs below it is bound back in. The rest of that
+    directory stays hidden, as it would in an image.
     """
     keeps = [path for path in spec.keep_reachable if Path(path).is_dir()]
     for keep in keeps:
@@ -114,11 +206,11 @@ def _expose_closed_ancestors(spec: LaunchSpec, binder: _Binder, uid: int, gids: 
             )
             if closed is None:
                 break
-            _mount("tmpfs", closed, "tmpfs", 0, "mode=755")
+            namespace.tmpfs(closed)
             for other in keeps:
                 if other.startswith(closed.rstrip("/") + "/"):
                     Path(other).mkdir(mode=0o755, parents=True, exist_ok=True)
-                    binder.bind(other, other, read_only=False)
+                    namespace.bind(other, other, read_only=False)
 
 
 def _enter_namespaces(spec: LaunchSpec) -> None:
@@ -140,15 +232,18 @@ def _enter_namespaces(spec: LaunchSpec) -> None:
 
 def _mount_volumes(spec: LaunchSpec) -> None:
     mounts: list[BindMount] = spec.mounts
-    binder = _Binder([m.source for m in mounts] + list(spec.keep_reachable))
+    namespace = _Namespace(spec.scratch_dir)
+    namespace.prepare_root([m.target for m in mounts] + [spec.working_dir])
+    namespace.hold([m.source for m in mounts] + list(spec.keep_reachable))
     try:
         if spec.uid not in (None, 0):
             gids = {spec.gid or 0, *spec.groups}
-            _expose_closed_ancestors(spec, binder, spec.uid, gids)
+            _expose_closed_ancestors(spec, namespace, spec.uid, gids)
         for mount in mounts:
-            binder.bind(mount.source, mount.target, read_only=mount.read_only)
+            namespace.bind(mount.source, mount.target, read_only=mount.read_only)
+        namespace.ensure_mount_point(spec.working_dir, directory=True)
     finally:
-        binder.close()
+        namespace.close()
 
 
 def _drop_privileges(spec: LaunchSpec) -> None:
@@ -164,7 +259,6 @@ def become_container(spec: LaunchSpec) -> None:
     _enter_namespaces(spec)
     if spec.join_pid is None:
         _mount_volumes(spec)
-        Path(spec.working_dir).mkdir(parents=True, exist_ok=True)
     _drop_privileges(spec)
     if spec.no_new_privileges:
         _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(NO_NEW_PRIVS)")

@@ -142,6 +142,7 @@ def build_launch_spec(
     get: ObjectGetter,
     termination_log: Path,
     start_error: Path,
+    scratch_dir: Path,
 ) -> LaunchSpec:
     identity = identity_of(pod, container)
     declared = resolve_env(
@@ -180,6 +181,7 @@ def build_launch_spec(
         no_new_privileges=identity.no_new_privileges,
         keep_reachable=context.keep_reachable,
         start_error_path=str(start_error),
+        scratch_dir=str(scratch_dir),
     )
 
 

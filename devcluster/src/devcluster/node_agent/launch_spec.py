@@ -37,6 +37,8 @@ class LaunchSpec:
     join_pid: int | None = None
     # Where a failure to exec the command is written, for the StartError status.
     start_error_path: str = ""
+    # An empty host directory to build a private root in, should a mount path need one.
+    scratch_dir: str = ""
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -381,6 +381,7 @@ class PodWorker:
                 get=lambda kind, name: runtime.get_object(metadata["namespace"], kind, name),
                 termination_log=paths.termination_log,
                 start_error=paths.start_error,
+                scratch_dir=paths.scratch_root,
             )
         except (EnvError, DownwardError, VolumeError, ApiError, RuntimeError, OSError) as error:
             slot.waiting = ("CreateContainerConfigError", str(error))
