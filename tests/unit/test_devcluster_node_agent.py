@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from devcluster.node_agent.config import parse_taint
 from devcluster.node_agent.container_spec import identity_of, interpreter_paths
 from devcluster.node_agent.envvars import EnvError, expand, expand_command, resolve_env
 from devcluster.node_agent.gpus import GpuAllocator, gpus_requested
+from devcluster.node_agent.informer import Informer
+from devcluster.node_agent.kube import WatchExpiredError
 from devcluster.node_agent.launch_spec import BindMount, LaunchSpec
 from devcluster.node_agent.pod_ips import PodIPAllocator
 from devcluster.node_agent.pod_status import ContainerView, PodView, build_status
@@ -286,3 +289,46 @@ def test_container_init_mounts_then_drops_to_the_pods_user(tmp_path: Path) -> No
     # The mount points were made inside the container's namespace only.
     assert not Path(top).exists()
     assert not Path(nested).parent.exists()
+
+
+class ScriptedKube:
+    """Answers the informer's list and watch calls from a script, like an API server would."""
+
+    def __init__(self) -> None:
+        self.lists = 0
+        self.watched_from: list[str] = []
+        self.stop = threading.Event()
+
+    def get(self, path: str, **query: Any) -> dict[str, Any]:
+        self.lists += 1
+        items = [{"metadata": {"uid": "a", "name": "a", "resourceVersion": "1"}}]
+        if self.lists > 1:
+            items = [{"metadata": {"uid": "c", "name": "c", "resourceVersion": "9"}}]
+        return {"metadata": {"resourceVersion": str(self.lists * 10)}, "items": items}
+
+    def watch(self, path: str, *, timeout_seconds: int, **query: Any) -> Any:
+        self.watched_from.append(query["resourceVersion"])
+        if len(self.watched_from) == 1:
+            yield {"type": "ADDED", "object": {"metadata": {"uid": "b", "resourceVersion": "11"}}}
+            yield {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "15"}}}
+            return  # the server ended the watch: resume from the bookmark
+        if len(self.watched_from) == 2:
+            yield {"type": "DELETED", "object": {"metadata": {"uid": "a", "resourceVersion": "16"}}}
+            raise WatchExpiredError("too old resource version")
+        self.stop.set()
+        return
+
+
+def test_informer_resumes_watches_and_lists_again_after_410() -> None:
+    kube = ScriptedKube()
+    seen: list[set[str]] = []
+    informer = Informer(
+        kube,  # type: ignore[arg-type]
+        "/api/v1/pods",
+        on_change=lambda: seen.append(set(informer.snapshot())),
+        stop=kube.stop,
+    )
+    informer.run()
+    assert kube.watched_from == ["10", "15", "20"]
+    assert seen == [{"a"}, {"a", "b"}, {"b"}, {"c"}]  # the relist replaced the cache
+    assert kube.lists == 2
