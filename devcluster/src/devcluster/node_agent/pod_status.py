@@ -129,6 +129,9 @@ def build_status(pod: Obj, view: PodView, stamp: str) -> Obj:
         "reason": view.reason or None,
         "message": view.message or None,
     }
+    generation = pod.get("metadata", {}).get("generation")
+    if generation is not None:
+        status["observedGeneration"] = generation
     if view.pod_ip:
         status["podIP"] = view.pod_ip
         status["podIPs"] = [{"ip": view.pod_ip}]

@@ -10,6 +10,7 @@ the processes gracefully and then removes the Pod from the API, as the kubelet d
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import subprocess
 import threading
@@ -47,6 +48,7 @@ IDLE_TICK = 2.0
 VOLUME_REFRESH_SECONDS = 30.0
 BACKOFF_RESET_AFTER = 600.0
 DEFAULT_GRACE_SECONDS = 30
+MIN_GRACE_AFTER_HOOKS = 2.0
 DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
 
 
@@ -552,7 +554,10 @@ class PodWorker:
             pod = self._pod
         if any(s.running for s in self._slots()):
             self._event(pod, "Killing", "Stopping pod")
-        self._stop_all(self._grace_of(pod))
+        deadline = time.monotonic() + self._grace_of(pod)
+        self._run_pre_stop_hooks(pod, deadline)
+        # preStop hooks spend part of the grace period; SIGTERM still gets a moment.
+        self._stop_all(max(MIN_GRACE_AFTER_HOOKS, deadline - time.monotonic()))
         self._wait_stopped(pod, deletion=True)
         self._release_devices()
         with self._lock:
@@ -577,6 +582,26 @@ class PodWorker:
         except ApiError as error:
             if error.status not in (404, 409):
                 log.warning("pod %s: final delete failed: %s", self._key, error)
+
+    def _run_pre_stop_hooks(self, pod: Obj, deadline: float) -> None:
+        for slot in self._slots():
+            hook = (slot.spec.get("lifecycle") or {}).get("preStop")
+            if not hook or not slot.running:
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            if "sleep" in hook:
+                self._wake.wait(min(float(hook["sleep"].get("seconds", 0)), remaining))
+                continue
+            ok, message = run_probe(
+                {**hook, "timeoutSeconds": max(1, int(remaining))},
+                slot.spec,
+                self._ip,
+                functools.partial(self._exec, slot),
+            )
+            if not ok:
+                self._event(pod, "FailedPreStopHook", message, warning=True, container=slot.name)
 
     def _stop_for_shutdown(self, pod: Obj, grace: float) -> None:
         had_running = any(s.running for s in self._slots())
