@@ -4,13 +4,17 @@
 
 Without --state-dir it starts its own devcluster in a temporary directory and tears it down.
 Latencies are measured from just before the Pod's POST to the watch event that shows the
-state (Running / Ready / Succeeded), sequentially, one Pod at a time.
+state (Running / Ready / Succeeded), sequentially, one Pod at a time. First it times
+`container_init` alone (the per-container cost: namespaces, mounts, user switch, exec of
+`true`).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -19,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from devcluster.controlplane import Cluster
+from devcluster.node_agent.container_spec import interpreter_paths
 from devcluster.node_agent.kube import Kube
+from devcluster.node_agent.launch_spec import BindMount, LaunchSpec
 
 Obj = dict[str, Any]
 
@@ -88,6 +94,48 @@ def summary(values: list[float]) -> str:
     return f"median {statistics.median(ms):.0f} ms (min {ms[0]:.0f}, max {ms[-1]:.0f}, n={len(ms)})"
 
 
+def time_container_init(rounds: int = 7) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        volume = root / "volume"
+        volume.mkdir()
+        cases = {
+            "existing mount path": "/tmp",
+            "missing nested path (tmpfs shadow)": "/var/run/devcluster-bench/x",
+            "missing top-level path (private root)": "/devcluster-bench",
+        }
+        for label, target in cases.items():
+            for uid in (None, 65532):
+                times = []
+                for i in range(rounds):
+                    container_dir = root / f"c-{abs(hash(label))}-{uid}-{i}"
+                    container_dir.mkdir()
+                    spec = LaunchSpec(
+                        argv=["true"],
+                        env={"PATH": "/usr/bin:/bin"},
+                        mounts=[BindMount(str(volume), target)],
+                        uid=uid,
+                        gid=uid,
+                        keep_reachable=interpreter_paths(),
+                        scratch_dir=str(container_dir),
+                    )
+                    spec_path = root / "spec.json"
+                    spec.write(spec_path)
+                    start = time.perf_counter()
+                    subprocess.run(
+                        [
+                            sys.executable,
+                            "-I",
+                            "-m",
+                            "devcluster.node_agent.container_init",
+                            str(spec_path),
+                        ],
+                        check=True,
+                    )
+                    times.append(time.perf_counter() - start)
+                print(f"container_init, {label}, uid {uid or 0}: {summary(times)}")
+
+
 def run(cluster: Cluster, count: int) -> None:
     kube = Kube(cluster.kubeconfig)
     namespace = f"bench-{uuid.uuid4().hex[:6]}"
@@ -122,6 +170,7 @@ def main() -> None:
     parser.add_argument("--state-dir", type=Path)
     parser.add_argument("--pods", type=int, default=10)
     args = parser.parse_args()
+    time_container_init()
     if args.state_dir:
         run(Cluster(args.state_dir), args.pods)
         return
