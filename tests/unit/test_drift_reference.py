@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -159,3 +161,13 @@ def test_available_cores_respects_a_cgroup_quota(tmp_path: Path) -> None:
     cpu_max.write_text("max 100000\n")
     assert available_cores(cpu_max) == cores
     assert available_cores(tmp_path / "missing") == cores
+
+
+def test_drift_package_does_not_import_torch() -> None:
+    # The operator may import these statistics; it has no torch. A fresh interpreter
+    # shows what the import itself pulls in.
+    code = "import sys, optimizer_job.drift; print('torch' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"

@@ -62,7 +62,7 @@ def test_ks_all_current_values_tied_with_reference() -> None:
     assert pvalue == pytest.approx(expected.pvalue, abs=1e-9)
 
 
-@pytest.mark.parametrize("n", [2_001, 5_000, 100_000, 500_000])
+@pytest.mark.parametrize("n", [2_001, 5_000, 50_000])
 def test_kstwo_sf_matches_scipy(n: int) -> None:
     for z in (0.3, 0.8, 1.2, 1.49, 1.5, 2.0, 3.0, 5.0, 20.0):
         d = z / np.sqrt(n)

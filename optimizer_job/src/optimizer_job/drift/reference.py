@@ -21,7 +21,7 @@ from optimizer_job.drift.univariate import FloatArray, IntArray, bin_counts
 FORMAT_VERSION = 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: compare by identity
 class NumericReference:
     """One numeric reference column."""
 
@@ -32,7 +32,7 @@ class NumericReference:
     shares: NDArray[np.float64]  # the reference's own share of values in each bin
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: compare by identity
 class CategoricalReference:
     """One categorical reference column: its distinct values and their counts."""
 
@@ -85,7 +85,7 @@ def _fit_numeric(sorted_values: FloatArray, bins: int) -> NumericReference:
     return NumericReference(sorted_values, edges, counts / sorted_values.shape[0])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: compare by identity
 class FittedReference:
     """The per-feature summaries of a reference sample; build it with ``fit``."""
 

@@ -50,7 +50,7 @@ FloatArray = NDArray[np.floating[Any]]
 IntArray = NDArray[np.intp]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: compare by identity
 class Ranks:
     """Where each value of a sorted current column falls in the sorted reference.
 
