@@ -8,17 +8,26 @@ then returns that code. The log goes to a file so a failing test can show it.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any, TypeVar
+
+from devcluster.controlplane import Cluster
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -156,3 +165,163 @@ class OperatorProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+# -- what the operator's e2e tests share ------------------------------------------------
+
+E2E_ROOT = Path("/var/tmp/driftwarden-e2e")  # not /tmp: a Job's /tmp is its own emptyDir
+JOB_USER = 65532  # the Jobs' non-root user (driftwarden.builders.job.JOB_USER)
+_PROJECT = Path(__file__).resolve().parents[2]
+
+
+def _chown_tree(root: Path, uid: int) -> None:
+    for path in [root, *root.rglob("*")]:
+        os.chown(path, uid, uid, follow_symlinks=False)
+
+
+def example_dir() -> Path:
+    """`python -m optimizer_job make-example` once per version of the job's sources (it
+    trains a model: about a minute on two busy cores), owned by the Jobs' user like a
+    volume the Job writes to. Read-only input for the tests; each test writes its
+    artifacts elsewhere."""
+    sources = sorted((_PROJECT / "optimizer_job" / "src" / "optimizer_job").rglob("*.py"))
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:12]
+    target = E2E_ROOT / f"example-{digest}"
+    E2E_ROOT.mkdir(parents=True, exist_ok=True)
+    E2E_ROOT.chmod(0o755)
+    with (E2E_ROOT / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / ".complete").exists():
+            building = target.with_name(target.name + ".building")
+            subprocess.run(["rm", "-rf", str(building)], check=True)
+            subprocess.run(
+                [sys.executable, "-m", "optimizer_job", "make-example", "--out", str(building)],
+                check=True,
+                capture_output=True,
+                timeout=600,
+            )
+            _chown_tree(building, JOB_USER)
+            (building / ".complete").touch()
+            subprocess.run(["rm", "-rf", str(target)], check=True)
+            building.rename(target)
+    return target
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A fresh directory the Jobs' user can write to (artifacts, PV contents)."""
+    E2E_ROOT.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=E2E_ROOT))
+    path.chmod(0o755)
+    os.chown(path, JOB_USER, JOB_USER)
+    return path
+
+
+def example_uris(example: Path) -> dict[str, str]:
+    return {
+        "model": f"file://{example}/model",
+        "reference": f"file://{example}/data/reference.parquet",
+        "current": f"file://{example}/data/current.parquet",
+        "holdout": f"file://{example}/data/holdout.parquet",
+    }
+
+
+def mo_manifest(
+    name: str,
+    namespace: str,
+    uris: dict[str, str],
+    artifacts: str,
+    *,
+    run_request: str | None = "first",
+    pipeline: str = "[{quantize: {mode: int8}}]",
+    suspend: bool = False,
+    ttl_seconds: int = 3600,
+) -> str:
+    """A ModelOptimization as a user writes it: a small pipeline and a quick latency
+    benchmark, so a run takes seconds."""
+    request = f"  runRequest: {json.dumps(run_request)}\n" if run_request is not None else ""
+    return f"""apiVersion: driftwarden.io/v1alpha1
+kind: ModelOptimization
+metadata:
+  name: {name}
+  namespace: {namespace}
+spec:
+{request}  suspend: {json.dumps(suspend)}
+  model: {{uri: "{uris["model"]}"}}
+  data:
+    reference: "{uris["reference"]}"
+    current: "{uris["current"]}"
+    holdout: "{uris["holdout"]}"
+  artifacts: {{uri: "{artifacts}"}}
+  promotion: {{mode: Manual}}
+  pipeline: {pipeline}
+  monitoring:
+    latency: {{batchSizes: [1], warmup: 2, iterations: 5}}
+  job:
+    resources: {{cpu: 500m, memory: 1Gi}}
+    backoffLimit: 1
+    ttlSecondsAfterFinished: {ttl_seconds}
+"""
+
+
+def get_json(cluster: Cluster, *args: str) -> Any:
+    return json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
+
+
+def mo_status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    status: dict[str, Any] = get_json(cluster, "mo", name, "-n", namespace).get("status") or {}
+    return status
+
+
+def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    for item in status.get("conditions") or []:
+        if item["type"] == type_:
+            return dict(item)
+    raise AssertionError(f"no condition {type_} in {status.get('conditions')}")
+
+
+def jobs_of(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
+    found = get_json(cluster, "jobs", "-n", namespace, "-l", f"driftwarden.io/optimization={name}")
+    return list(found["items"])
+
+
+def events_of(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
+    found = get_json(
+        cluster,
+        "events",
+        "-n",
+        namespace,
+        "--field-selector",
+        f"involvedObject.name={name},involvedObject.kind=ModelOptimization",
+    )
+    return list(found["items"])
+
+
+def wait_for(
+    what: str,
+    check: Callable[[], T | None],
+    timeout: float,
+    operator: OperatorProcess | None = None,
+    interval: float = 0.5,
+) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        if operator is not None and operator.proc is not None and not operator.running:
+            raise AssertionError(
+                f"the operator exited ({operator.proc.returncode}) while waiting for {what}:\n"
+                f"{operator.log_tail()}"
+            )
+        time.sleep(interval)
+    tail = f"\noperator log:\n{operator.log_tail()}" if operator is not None else ""
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{tail}")
+
+
+def finished_runs(cluster: Cluster, namespace: str, name: str, count: int) -> Callable[[], Any]:
+    def check() -> dict[str, Any] | None:
+        status = mo_status(cluster, namespace, name)
+        runs = status.get("runs") or []
+        return status if len(runs) >= count and not status.get("activeRun") else None
+
+    return check

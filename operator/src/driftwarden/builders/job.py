@@ -117,7 +117,10 @@ def _volumes(
     for claim, writable in sorted(claim_mounts(task).items()):
         volume = names.claim_volume_name(claim)
         volumes.append({"name": volume, "persistentVolumeClaim": {"claimName": claim}})
-        mounts.append({"name": volume, "mountPath": f"{root}/{claim}", "readOnly": not writable})
+        mount: Json = {"name": volume, "mountPath": f"{root}/{claim}"}
+        if not writable:
+            mount["readOnly"] = True
+        mounts.append(mount)
     return volumes, mounts
 
 
