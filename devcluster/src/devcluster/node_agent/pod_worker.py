@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 ACTIVE_TICK = 0.2
 IDLE_TICK = 2.0
 VOLUME_REFRESH_SECONDS = 30.0
+# How soon a container whose config (a ConfigMap, a Secret, a claim) is missing is tried again.
+CONFIG_RETRY_SECONDS = 1.0
 BACKOFF_RESET_AFTER = 600.0
 DEFAULT_GRACE_SECONDS = 30
 MIN_GRACE_AFTER_HOOKS = 2.0
@@ -95,13 +97,6 @@ class Slot:
     def state(self) -> Obj:
         if self.run is not None and self.run.running:
             return self.run.state()
-        if self.restart_at is not None and self.finished is not None:
-            return {
-                "waiting": {
-                    "reason": "CrashLoopBackOff",
-                    "message": self.waiting[1] if self.waiting else "",
-                }
-            }
         if self.waiting is not None:
             reason, message = self.waiting
             return {"waiting": {"reason": reason, **({"message": message} if message else {})}}
@@ -145,6 +140,7 @@ class PodWorker:
         self._ip = ""
         self._volumes: PodVolumes | None = None
         self._volumes_at = 0.0
+        self._volumes_retry_at = 0.0
         self._start_time: str | None = pod.get("status", {}).get("startTime")
         self._started_monotonic: float | None = None
         self._terminal: tuple[str, str, str] | None = None  # phase, reason, message
@@ -265,12 +261,15 @@ class PodWorker:
         due = time.monotonic() - self._volumes_at >= VOLUME_REFRESH_SECONDS
         if self._volumes is not None and not due:
             return True
+        if time.monotonic() < self._volumes_retry_at:
+            return self._volumes is not None
         try:
             self._volumes = self._runtime.volumes.setup(pod, self._ip, self._volumes)
             self._volumes_at = time.monotonic()
             return True
         except (VolumeError, ApiError, OSError) as error:
             reason = error.reason if isinstance(error, VolumeError) else "ContainerCreating"
+            self._volumes_retry_at = time.monotonic() + CONFIG_RETRY_SECONDS
             if self._volumes is None:
                 self._set_waiting(self._init + self._main, reason, str(error))
                 self._event_once(pod, "FailedMount", f"MountVolume.SetUp failed: {error}")
@@ -387,6 +386,7 @@ class PodWorker:
             )
         except (EnvError, DownwardError, VolumeError, ApiError, RuntimeError, OSError) as error:
             slot.waiting = ("CreateContainerConfigError", str(error))
+            slot.restart_at = time.monotonic() + CONFIG_RETRY_SECONDS
             self._event_once(pod, f"Failed/{slot.name}", f"Error: {error}", container=slot.name)
             return
         try:
@@ -395,6 +395,7 @@ class PodWorker:
             )
         except OSError as error:
             slot.waiting = ("RunContainerError", str(error))
+            slot.restart_at = time.monotonic() + CONFIG_RETRY_SECONDS
             self._event(pod, "Failed", f"Error: {error}", warning=True, container=slot.name)
             return
         if slot.finished is not None:
@@ -528,6 +529,8 @@ class PodWorker:
     def _stop_all(self, grace: float) -> None:
         for slot in self._slots():
             slot.restart_at = None
+            if slot.finished is not None:
+                slot.waiting = None  # no restart is coming: show how it ended
             if slot.run is not None and slot.running:
                 slot.run.request_stop(grace)
 
