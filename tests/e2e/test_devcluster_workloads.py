@@ -228,3 +228,37 @@ def test_restricted_namespace_refuses_a_root_pod(
     refused = devcluster.kubectl("apply", "-f", "-", input=pod, check=False)
     assert refused.returncode != 0
     assert "violates PodSecurity" in refused.stderr
+
+
+def test_agent_stops_its_containers_on_sigterm(devcluster: Cluster, namespace: str) -> None:
+    devcluster.start_node("stopnode", taints=["devcluster.io/test=stop:NoSchedule"])
+    try:
+        devcluster.wait_node_ready("stopnode")
+        devcluster.kubectl(
+            "run", "sleeper", "-n", namespace, "--image=busybox", "--restart=Never",
+            "--overrides", json.dumps({"spec": {"nodeName": "stopnode"}}),
+            "--command", "--", "python", "-c", "import time; time.sleep(600)",
+        )  # fmt: skip
+        devcluster.kubectl(
+            "wait", "--for=jsonpath={.status.phase}=Running", "pod/sleeper", "-n", namespace,
+            "--timeout=60s",
+        )  # fmt: skip
+        pod = get_json(devcluster, "pod", "sleeper", "-n", namespace)
+        container_id = pod["status"]["containerStatuses"][0]["containerID"]
+        assert "time.sleep" in process_cmdline(container_id)
+
+        log_path = devcluster.state.log("node-stopnode")
+        log_before = log_path.stat().st_size
+        devcluster.stop_component("node-stopnode")
+        assert process_cmdline(container_id) == ""
+        with log_path.open() as log:
+            log.seek(log_before)
+            assert "node agent stopped" in log.read()  # it exited by itself, not by SIGKILL
+        pod = get_json(devcluster, "pod", "sleeper", "-n", namespace)
+        assert (pod["status"]["phase"], pod["status"]["reason"]) == ("Failed", "Terminated")
+        node = get_json(devcluster, "node", "stopnode")
+        ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
+        assert ready["status"] == "False"
+    finally:
+        devcluster.stop_component("node-stopnode")
+        devcluster.kubectl("delete", "node", "stopnode", "--wait=false", check=False)
