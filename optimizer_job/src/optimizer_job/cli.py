@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any, Literal, cast
 
 from pydantic import TypeAdapter, ValidationError
@@ -177,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     example.add_argument("--out", type=Path, required=True)
     example.add_argument("--model", choices=["mlp", "cnn"], default="mlp")
     example.add_argument("--seed", type=int, default=0)
+    example.add_argument(
+        "--epochs", type=int, help="training epochs at most (default: 60 MLP, 15 CNN)"
+    )
     return parser
 
 
@@ -197,6 +202,14 @@ def _failure(task_or_path: Task | Path | None, reason: str) -> RunResult:
     return RunResult(kind=kind, run_id=run_id, ok=False, reason=reason)
 
 
+class TerminatedError(Exception):
+    """SIGTERM (Pod deletion, activeDeadlineSeconds): stop, clean up, report why."""
+
+
+def _on_sigterm(signum: int, _frame: FrameType | None) -> None:
+    raise TerminatedError(f"terminated by signal {signal.Signals(signum).name}")
+
+
 def _one_line(error: BaseException) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
     return text[:1000]
@@ -209,18 +222,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "make-example":
         from optimizer_job.example import make_example
 
-        summary = make_example(args.out, log, model=args.model, seed=args.seed)
+        summary = make_example(args.out, log, model=args.model, seed=args.seed, epochs=args.epochs)
         print(json.dumps(summary, indent=2))
         return EXIT_OK
     if args.command is None and args.task is None:
         parser.error("give --task FILE or a command (optimize, evaluate, make-example)")
-    # Imported here: torch loads only for commands that need it.
-    from optimizer_job.runner import run_task
-
     task: Task | Path | None = args.task
     code = EXIT_OK
+    # Raising in the main thread unwinds the run: a half-built run directory is removed
+    # and the termination message still says what happened.
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         task = load_task(args.task) if args.command is None else task_from_flags(args)
+        # Imported once the task is valid: a bad task is refused without loading torch.
+        from optimizer_job.runner import run_task
+
         result = run_task(task)
     except BadInputError as error:
         code = EXIT_BAD_INPUT

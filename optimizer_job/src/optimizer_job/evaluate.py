@@ -19,7 +19,7 @@ from torch import nn
 
 from optimizer_job.contract import EvaluationSettings, ModelMetrics
 from optimizer_job.dataio import Table
-from optimizer_job.modelio import model_dtype, state_tensors
+from optimizer_job.modelio import WEIGHTS_METADATA, model_dtype, state_tensors
 from optimizer_job.training import accuracy
 
 PERCENTILES = (50, 95, 99)
@@ -95,7 +95,7 @@ def latency_samples(
 def serialized_size(model: nn.Module) -> int:
     """Bytes of the weights file a model directory would hold."""
     tensors, _ = state_tensors(model)
-    return len(safetensors.torch.save(tensors))
+    return len(safetensors.torch.save(tensors, metadata=WEIGHTS_METADATA))
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -64,7 +64,7 @@ def shift_images(images: np.ndarray, pixels: int, rng: np.random.Generator) -> n
     return np.clip(noisy, 0.0, 1.0).astype(np.float32)
 
 
-def _digits(model: ExampleModel, seed: int) -> dict[str, Table]:
+def digits_tables(model: ExampleModel, seed: int) -> dict[str, Table]:
     digits = load_digits()
     images = (digits.images / 16.0).astype(np.float32)  # (n, 8, 8)
     labels = digits.target.astype(np.int64)
@@ -126,14 +126,18 @@ def _stages(model: ExampleModel) -> list[Stage]:
 
 
 def make_example(
-    out: Path, log: logging.Logger, model: ExampleModel = "mlp", seed: int = 0
+    out: Path,
+    log: logging.Logger,
+    model: ExampleModel = "mlp",
+    seed: int = 0,
+    epochs: int | None = None,
 ) -> dict[str, Any]:
     """Write the example under ``out`` (see the module docstring); returns a summary."""
     out = out.resolve()
     data_dir = out / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     (out / "artifacts").mkdir(exist_ok=True)
-    tables = _digits(model, seed)
+    tables = digits_tables(model, seed)
     reference, holdout = tables["reference"], tables["holdout"]
     ext = "npz" if model == "cnn" else "parquet"
     paths = {name: data_dir / f"{name}.{ext}" for name in TABLES}
@@ -150,7 +154,7 @@ def make_example(
         train,
         validation,
         # The CNN learns digits in a few epochs; each costs much more than the MLP's.
-        epochs=15 if model == "cnn" else 60,
+        epochs=epochs or (15 if model == "cnn" else 60),
         batch_size=32,
         lr=1e-3 if model == "cnn" else 3e-3,
         weight_decay=1e-4,

@@ -32,6 +32,7 @@ WEIGHTS_NAME = "model.safetensors"
 META_NAME = "model.json"
 
 QUANTIZE_MODULE = "optimizer_job.strategies.quantize"
+WEIGHTS_METADATA = {"format": "pt"}
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -118,7 +119,7 @@ def save_model(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors, quantization = state_tensors(model)
-    save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
+    save_file(tensors, str(directory / WEIGHTS_NAME), metadata=WEIGHTS_METADATA)
     meta: dict[str, Any] = {"format": MODEL_FORMAT}
     meta.update(extra_meta or {})
     meta["factory"] = factory
