@@ -10,6 +10,7 @@ from types import FrameType
 
 from devcluster.node_agent.agent import Agent
 from devcluster.node_agent.config import parse_args
+from devcluster.node_agent.selfcheck import check_container_runtime
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +26,10 @@ def main(argv: list[str] | None = None) -> int:
             "namespace for its volumes, and runs as the Pod's user",
             file=sys.stderr,
         )
+        return 2
+    problem = check_container_runtime(config.python_bin_dir)
+    if problem:
+        print(f"the devcluster node agent cannot start containers here: {problem}", file=sys.stderr)
         return 2
     agent = Agent(config)
 
