@@ -87,7 +87,7 @@ def state_tensors(module: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str,
     if quantize is not None:
         exported, block = quantize.export_state(module)
         if block.get("mode", "none") != "none":
-            return exported, block
+            return {k: v.detach().cpu().contiguous() for k, v in exported.items()}, block
     tensors: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
     for name, value in module.state_dict().items():

@@ -11,6 +11,7 @@ import contextlib
 import copy
 import logging
 import math
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ class FitReport:
 @contextlib.contextmanager
 def deterministic(seed: int) -> Iterator[None]:
     """Seed torch and request deterministic kernels, restoring the previous mode after."""
+    # cuBLAS is deterministic only with a fixed workspace; read when its handle is made.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     was_enabled = torch.are_deterministic_algorithms_enabled()
     was_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     torch.manual_seed(seed)
