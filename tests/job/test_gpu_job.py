@@ -70,5 +70,5 @@ def test_an_optimize_run_on_cuda_publishes_a_model_that_loads_on_cpu(tmp_path: P
     assert result.candidate.accuracy is not None
     assert result.candidate.accuracy > result.baseline.accuracy
     assert result.artifact_uri is not None
-    loaded = load_model(Path(result.artifact_uri.removeprefix("file://")))
+    loaded = load_model(result.artifact_uri)
     assert next(loaded.module.parameters()).device.type == "cpu"

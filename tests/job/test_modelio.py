@@ -37,7 +37,7 @@ def test_round_trip_keeps_outputs_and_records_the_input_spec(tmp_path: Path) -> 
         feature_names=list("abcdef"),
         num_classes=3,
     )
-    loaded = load_model(tmp_path)
+    loaded = load_model(tmp_path.as_uri())
     assert _same_outputs(model, loaded.module, torch.randn(5, 6))
     assert loaded.feature_names == list("abcdef") and loaded.input_shape == [6]
     assert loaded.num_classes == 3 and loaded.meta["owner"] == "team-a"

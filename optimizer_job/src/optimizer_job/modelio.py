@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from optimizer_job.contract import BadInputError
+from optimizer_job.contract import BadInputError, resolve_uri
 from optimizer_job.manifest import verify_manifest, write_manifest
 
 MODEL_FORMAT = "driftwarden.io/model/v1"
@@ -171,12 +171,13 @@ def build_model(factory: str, kwargs: dict[str, Any]) -> nn.Module:
 
 
 def load_model(directory: Path | str, *, verify: bool = True) -> LoadedModel:
-    """Build the model a directory describes and load its weights, in eval mode.
+    """Build the model a directory (path, file:// or pvc:// URI) describes and load its
+    weights, in eval mode.
 
     The MANIFEST is checked first (``verify``): a changed file is a ``ManifestError``
     naming it.
     """
-    directory = Path(directory)
+    directory = resolve_uri(str(directory)) if "://" in str(directory) else Path(directory)
     if not directory.is_dir():
         raise BadInputError(f"model directory not found: {directory}")
     if verify:
