@@ -185,8 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _failure(task_or_path: Task | Path | None, reason: str) -> RunResult:
-    kind: Literal["optimize", "evaluate"] = "optimize"
+def _failure(
+    task_or_path: Task | Path | None, reason: str, command: str | None = None
+) -> RunResult:
+    kind: Literal["optimize", "evaluate"] = "evaluate" if command == "evaluate" else "optimize"
     run_id = "unknown"
     if isinstance(task_or_path, Task):
         kind, run_id = task_or_path.kind, task_or_path.run_id
@@ -240,11 +242,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = run_task(task)
     except BadInputError as error:
         code = EXIT_BAD_INPUT
-        result = _failure(task, f"bad input: {_one_line(error)}")
+        result = _failure(task, f"bad input: {_one_line(error)}", args.command)
         log.error("%s", result.reason)
     except Exception as error:
         code = EXIT_INTERNAL
-        result = _failure(task, f"internal error: {type(error).__name__}: {_one_line(error)}")
+        result = _failure(
+            task, f"internal error: {type(error).__name__}: {_one_line(error)}", args.command
+        )
         log.error("%s\n%s", result.reason, traceback.format_exc())
     write_termination_message(result, log)
     print(result.model_dump_json(indent=2))

@@ -97,8 +97,6 @@ def load_table(
         else:
             raise BadInputError(f"{path.name}: unsupported data format {suffix!r}")
     except (pa.ArrowInvalid, OSError, ValueError) as error:
-        if isinstance(error, BadInputError):
-            raise
         raise BadInputError(f"{path.name}: unreadable: {_one_line(error)}") from error
     if len(table) == 0:
         raise BadInputError(f"{path.name}: no rows")
