@@ -47,7 +47,7 @@ lint: venv
 test: venv tools devcluster-bin lint
 	bash .ci/pytest-nonempty $(PY) -m pytest $(PYTEST_ARGS)
 
-test-unit: venv
+test-unit: venv tools devcluster-bin
 	bash .ci/pytest-nonempty $(PY) -m pytest -m unit $(PYTEST_ARGS)
 
 test-job: venv

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -33,6 +34,9 @@ class GoModule:
     directory: str
     binaries: tuple[Binary, ...]
     cold_minutes: int  # measured on a 2-core machine; shown before a cold build
+    # Go module whose version the binaries should report (as a release build would).
+    version_of: str | None = None
+    version_vars: tuple[str, ...] = ()
 
 
 CONTROL_PLANE = GoModule(
@@ -45,6 +49,11 @@ CONTROL_PLANE = GoModule(
         Binary("kubectl", "k8s.io/kubernetes/cmd/kubectl"),
     ),
     cold_minutes=5,
+    version_of="k8s.io/kubernetes",
+    version_vars=(
+        "k8s.io/component-base/version.gitVersion",
+        "k8s.io/client-go/pkg/version.gitVersion",
+    ),
 )
 HELM = GoModule("helm", (Binary("helm", "helm.sh/helm/v4/cmd/helm"),), cold_minutes=3)
 MODULES = (CONTROL_PLANE, HELM)
@@ -62,9 +71,20 @@ def _go_env() -> dict[str, str]:
     return {**os.environ, "CGO_ENABLED": "0", "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=readonly"}
 
 
+def _ldflags(module: GoModule) -> str:
+    flags = "-s -w"
+    if module.version_of:
+        # Without this a binary built from the module cache reports v0.0.0-master.
+        gomod = (DEVCLUSTER_ROOT / module.directory / "go.mod").read_text()
+        match = re.search(rf"^\s*{re.escape(module.version_of)} (v\S+)", gomod, re.MULTILINE)
+        if match:
+            flags += "".join(f" -X {var}={match.group(1)}" for var in module.version_vars)
+    return flags
+
+
 def cache_dir(module: GoModule) -> Path:
     src = DEVCLUSTER_ROOT / module.directory
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(_ldflags(module).encode())
     for name in ("go.mod", "go.sum", "tools.go"):
         digest.update((src / name).read_bytes())
     version = subprocess.run(
@@ -102,7 +122,7 @@ def ensure_built(module: GoModule, *, log: bool = True) -> Path:
                     _go(),
                     "build",
                     "-trimpath",
-                    "-ldflags=-s -w",
+                    f"-ldflags={_ldflags(module)}",
                     "-o",
                     str(staging / binary.name),
                     binary.package,
