@@ -11,12 +11,12 @@ result (``CompactResult``, at most 4 KiB) to its termination message and the ful
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 from urllib.parse import unquote, urlparse
 
 from pydantic import BaseModel, ConfigDict, Field
 
-TASK_API_VERSION = "driftwarden.io/task/v1"
+TASK_API_VERSION: Final = "driftwarden.io/task/v1"
 
 # Exit codes. The Job's podFailurePolicy fails the Job at once on EXIT_BAD_INPUT
 # instead of retrying: the same input would fail the same way again.
