@@ -188,3 +188,11 @@ def test_an_int8_quantized_model_round_trips_through_the_quantize_hooks(tmp_path
     assert meta["quantization"]["mode"] == "int8"
     loaded = load_model(tmp_path).module
     assert _same_outputs(quantized, loaded, torch.randn(40, 16))
+
+
+def test_the_tabular_resnet_round_trips(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    kwargs: dict[str, Any] = {"in_features": 5, "num_classes": 3, "width": 8, "hidden": 16}
+    model = zoo.tabular_resnet(**kwargs)
+    save_model(model, zoo.TABULAR_RESNET_FACTORY, kwargs, tmp_path)
+    assert _same_outputs(model, load_model(tmp_path).module, torch.randn(4, 5))
