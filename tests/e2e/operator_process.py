@@ -1,8 +1,8 @@
 """Start and stop the operator as a real process against a devcluster, as a user runs it:
 `python -m driftwarden --namespace <ns>` with the cluster's kubeconfig.
 
-`kill()` sends SIGKILL (no cleanup at all), `stop()` SIGTERM and a wait. `crash_at` sets
-DRIFTWARDEN_TEST_CRASH_AT so the process exits with 137 at a named point of a run; `wait()`
+`kill()` sends SIGKILL (no cleanup at all), `stop()` SIGTERM and a wait. `start(crash_at=)`
+sets DRIFTWARDEN_TEST_CRASH_AT so the process exits with 137 at a named point of a run; `wait()`
 then returns that code. The log goes to a file so a failing test can show it.
 """
 
@@ -45,7 +45,6 @@ class OperatorProcess:
         log_path: Path,
         *,
         resync_seconds: float = 2.0,
-        crash_at: str | None = None,
         extra_env: dict[str, str] | None = None,
         extra_args: Sequence[str] = (),
     ) -> None:
@@ -53,7 +52,6 @@ class OperatorProcess:
         self.namespaces = list(namespaces)
         self.log_path = log_path
         self.resync_seconds = resync_seconds
-        self.crash_at = crash_at
         self.extra_env = dict(extra_env or {})
         self.extra_args = list(extra_args)
         self.health_port = free_port()
@@ -61,14 +59,14 @@ class OperatorProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *, crash_at: str | None = None, ready_timeout: float = 60.0) -> OperatorProcess:
+        """Start (again); `crash_at` applies to this start only."""
         if self.proc is not None and self.proc.poll() is None:
             raise RuntimeError("the operator is already running")
         env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTWARDEN_")}
         env["KUBECONFIG"] = str(self.kubeconfig)
         env |= self.extra_env
-        point = crash_at if crash_at is not None else self.crash_at
-        if point:
-            env["DRIFTWARDEN_TEST_CRASH_AT"] = point
+        if crash_at:
+            env["DRIFTWARDEN_TEST_CRASH_AT"] = crash_at
         argv = [sys.executable, "-m", "driftwarden"]
         for ns in self.namespaces:
             argv += ["--namespace", ns]
@@ -85,7 +83,7 @@ class OperatorProcess:
         ]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
-            log.write(f"\n===== start {' '.join(argv)} crash_at={point}\n".encode())
+            log.write(f"\n===== start {' '.join(argv)} crash_at={crash_at}\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
                 argv,
@@ -325,3 +323,14 @@ def finished_runs(cluster: Cluster, namespace: str, name: str, count: int) -> Ca
         return status if len(runs) >= count and not status.get("activeRun") else None
 
     return check
+
+
+RESYNC = 2.0  # the operator's resync period in tests (production: 15 s)
+
+
+def start_operator(
+    devcluster: Cluster, namespace: str, log_dir: Path, *, crash_at: str | None = None
+) -> OperatorProcess:
+    return OperatorProcess(
+        devcluster.kubeconfig, [namespace], log_dir / "operator.log", resync_seconds=RESYNC
+    ).start(crash_at=crash_at)

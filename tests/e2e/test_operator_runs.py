@@ -7,16 +7,15 @@ from __future__ import annotations
 import hashlib
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from operator_process import (
+    RESYNC,
     OperatorProcess,
     condition,
     events_of,
-    example_dir,
     example_uris,
     finished_runs,
     get_json,
@@ -24,6 +23,7 @@ from operator_process import (
     mo_manifest,
     mo_status,
     scratch_dir,
+    start_operator,
     wait_for,
 )
 
@@ -31,58 +31,10 @@ from devcluster.controlplane import Cluster
 from driftwarden.builders import names
 
 pytestmark = pytest.mark.e2e
+# The fixtures mo_crd, job_example, artifacts_dir and operators.
+pytest_plugins = ["operator_fixtures"]
 
-PROJECT = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT = 180.0  # a run is ~10-20 s; the machine is shared
-RESYNC = 2.0
-
-
-@pytest.fixture(scope="module")
-def crd(devcluster: Cluster) -> None:
-    devcluster.kubectl("apply", "-f", str(PROJECT / "crds"))
-    devcluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "crd/modeloptimizations.driftwarden.io",
-        "--timeout=60s",
-    )
-
-
-@pytest.fixture(scope="module")
-def example() -> Path:
-    return example_dir()
-
-
-@pytest.fixture
-def artifacts() -> Iterator[Path]:
-    path = scratch_dir("artifacts-")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def start_operator(
-    devcluster: Cluster, namespace: str, log_dir: Path, **kwargs: Any
-) -> OperatorProcess:
-    return OperatorProcess(
-        devcluster.kubeconfig,
-        [namespace],
-        log_dir / "operator.log",
-        resync_seconds=RESYNC,
-        **kwargs,
-    ).start()
-
-
-@pytest.fixture
-def operator_in(devcluster: Cluster, crd: None, tmp_path: Path) -> Iterator[list[OperatorProcess]]:
-    """Started by the test for its namespace; stopped after its resources are gone (the
-    operator removes its finalizer from them)."""
-    started: list[OperatorProcess] = []
-    yield started
-    for op in started:
-        if op.running:
-            for ns in op.namespaces:
-                devcluster.kubectl("delete", "mo", "--all", "-n", ns, "--timeout=60s", check=False)
-        op.stop()
 
 
 def apply(devcluster: Cluster, path: Path, text: str) -> None:
@@ -101,17 +53,17 @@ def assert_settled(status: dict[str, Any], generation: int) -> None:
 def test_apply_runs_the_pipeline_and_records_it(
     devcluster: Cluster,
     restricted_namespace: str,
-    operator_in: list[OperatorProcess],
-    example: Path,
-    artifacts: Path,
+    operators: list[OperatorProcess],
+    job_example: Path,
+    artifacts_dir: Path,
     tmp_path: Path,
 ) -> None:
     ns = restricted_namespace  # the real PodSecurity admission checks the Job's Pod
     op = start_operator(devcluster, ns, tmp_path)
-    operator_in.append(op)
+    operators.append(op)
     manifest = tmp_path / "digits.yaml"
-    uris = example_uris(example)
-    apply(devcluster, manifest, mo_manifest("digits", ns, uris, f"file://{artifacts}"))
+    uris = example_uris(job_example)
+    apply(devcluster, manifest, mo_manifest("digits", ns, uris, f"file://{artifacts_dir}"))
 
     status = wait_for("the first run", finished_runs(devcluster, ns, "digits", 1), RUN_TIMEOUT, op)
     mo = get_json(devcluster, "mo", "digits", "-n", ns)
@@ -120,7 +72,7 @@ def test_apply_runs_the_pipeline_and_records_it(
     assert run["id"] == run_id, op.log_tail()
     assert run["outcome"] == "Succeeded", run
     assert run["trigger"] == "Manual"
-    artifact = artifacts / "digits" / run_id
+    artifact = artifacts_dir / "digits" / run_id
     assert run["artifactUri"] == f"file://{artifact}"
     assert (artifact / "result.json").is_file()
     assert run["manifestSha256"] == hashlib.sha256((artifact / "MANIFEST").read_bytes()).hexdigest()
@@ -160,7 +112,7 @@ def test_apply_runs_the_pipeline_and_records_it(
     apply(
         devcluster,
         manifest,
-        mo_manifest("digits", ns, uris, f"file://{artifacts}", run_request="second"),
+        mo_manifest("digits", ns, uris, f"file://{artifacts_dir}", run_request="second"),
     )
     status = wait_for("the second run", finished_runs(devcluster, ns, "digits", 2), RUN_TIMEOUT, op)
     second_id = names.run_id_for(mo["metadata"]["uid"], 2)
@@ -179,28 +131,28 @@ def test_apply_runs_the_pipeline_and_records_it(
         return not leftovers["items"]
 
     wait_for("the garbage collector", all_gone, 60, op)
-    assert (artifacts / "digits" / run_id / "MANIFEST").is_file()
-    assert (artifacts / "digits" / second_id / "MANIFEST").is_file()
+    assert (artifacts_dir / "digits" / run_id / "MANIFEST").is_file()
+    assert (artifacts_dir / "digits" / second_id / "MANIFEST").is_file()
 
 
 def test_bad_input_fails_once_and_says_why(
     devcluster: Cluster,
     namespace: str,
-    operator_in: list[OperatorProcess],
-    example: Path,
-    artifacts: Path,
+    operators: list[OperatorProcess],
+    job_example: Path,
+    artifacts_dir: Path,
     tmp_path: Path,
 ) -> None:
     op = start_operator(devcluster, namespace, tmp_path)
-    operator_in.append(op)
-    uris = example_uris(example)
-    missing = artifacts / "no-such-model"
+    operators.append(op)
+    uris = example_uris(job_example)
+    missing = artifacts_dir / "no-such-model"
     manifest = tmp_path / "broken.yaml"
     apply(
         devcluster,
         manifest,
         mo_manifest(
-            "broken", namespace, uris | {"model": f"file://{missing}"}, f"file://{artifacts}"
+            "broken", namespace, uris | {"model": f"file://{missing}"}, f"file://{artifacts_dir}"
         ),
     )
     status = wait_for(
@@ -231,7 +183,7 @@ def test_bad_input_fails_once_and_says_why(
     apply(
         devcluster,
         manifest,
-        mo_manifest("broken", namespace, uris, f"file://{artifacts}", run_request="fixed"),
+        mo_manifest("broken", namespace, uris, f"file://{artifacts_dir}", run_request="fixed"),
     )
     status = wait_for(
         "the fixed run", finished_runs(devcluster, namespace, "broken", 2), RUN_TIMEOUT, op
@@ -243,12 +195,12 @@ def test_bad_input_fails_once_and_says_why(
 def test_missing_claim_waits_then_runs_on_the_claim(
     devcluster: Cluster,
     namespace: str,
-    operator_in: list[OperatorProcess],
-    example: Path,
+    operators: list[OperatorProcess],
+    job_example: Path,
     tmp_path: Path,
 ) -> None:
     op = start_operator(devcluster, namespace, tmp_path)
-    operator_in.append(op)
+    operators.append(op)
     claim = "store"
     uris = {
         "model": f"pvc://{claim}/model",
@@ -279,8 +231,8 @@ def test_missing_claim_waits_then_runs_on_the_claim(
 
     # The claim appears (a PV on a directory holding the model and data): the run starts.
     volume_dir = scratch_dir("pv-")
-    shutil.copytree(example / "model", volume_dir / "model")
-    shutil.copytree(example / "data", volume_dir / "data")
+    shutil.copytree(job_example / "model", volume_dir / "model")
+    shutil.copytree(job_example / "data", volume_dir / "data")
     pv = f"{namespace}-store"
     devcluster.kubectl(
         "apply",
@@ -332,17 +284,19 @@ spec:
 def test_suspend_holds_new_runs(
     devcluster: Cluster,
     namespace: str,
-    operator_in: list[OperatorProcess],
-    example: Path,
-    artifacts: Path,
+    operators: list[OperatorProcess],
+    job_example: Path,
+    artifacts_dir: Path,
     tmp_path: Path,
 ) -> None:
     op = start_operator(devcluster, namespace, tmp_path)
-    operator_in.append(op)
+    operators.append(op)
     apply(
         devcluster,
         tmp_path / "mo.yaml",
-        mo_manifest("held", namespace, example_uris(example), f"file://{artifacts}", suspend=True),
+        mo_manifest(
+            "held", namespace, example_uris(job_example), f"file://{artifacts_dir}", suspend=True
+        ),
     )
 
     def suspended() -> dict[str, Any] | None:
