@@ -42,9 +42,6 @@ class OperatorConfig:
     # Whether a new resource starts one run of its pipeline right away (trigger Initial).
     # Off: runs start only on spec.runRequest and the resource's own triggers.
     initial_run: bool = True
-    # Job lifetime after it finished when spec.job does not say: long enough for an
-    # operator restart to record the result, short enough not to pile up.
-    job_ttl_seconds: int = 24 * 3600
     # Peering (one active replica): the KopfPeering object's name; replicas must have
     # distinct priorities (the highest one works, the others stand by).
     peering_name: str = "driftwarden"
@@ -70,7 +67,6 @@ class OperatorConfig:
             updates["namespaces"] = _namespaces(value)
         for name, attribute in (
             ("METRICS_PORT", "metrics_port"),
-            ("JOB_TTL_SECONDS", "job_ttl_seconds"),
             ("PEERING_PRIORITY", "peering_priority"),
         ):
             if (value := get(name)) is not None:
@@ -133,8 +129,6 @@ class OperatorConfig:
             raise ConfigError(f"metrics port must be 0..65535, got {self.metrics_port}")
         if self.resync_seconds <= 0:
             raise ConfigError(f"resync seconds must be > 0, got {self.resync_seconds}")
-        if self.job_ttl_seconds < 0:
-            raise ConfigError(f"job TTL must be >= 0 s, got {self.job_ttl_seconds}")
         if not self.pvc_mount_root.startswith("/"):
             raise ConfigError(f"PVC mount root must be absolute, got {self.pvc_mount_root!r}")
         if not self.job_image:

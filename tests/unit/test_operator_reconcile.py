@@ -1,0 +1,378 @@
+"""One reconcile pass against an in-memory API (fast; the real thing is in tests/e2e).
+
+The fake keeps objects as the apiserver would return them for the calls the pass makes,
+including 409 on create and resourceVersion preconditions on status patches.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any, cast
+
+import pytest
+from prometheus_client import generate_latest
+
+from driftwarden.builders import names
+from driftwarden.config import OperatorConfig
+from driftwarden.k8s import ConflictError, Kube
+from driftwarden.metrics import OperatorMetrics
+from driftwarden.runtime import Runtime
+from driftwarden.services.reconcile import reconcile
+from optimizer_job import contract
+
+pytestmark = pytest.mark.unit
+
+NS, NAME, UID = "ml", "digits", "mo-uid-1"
+RUN_1 = names.run_id_for(UID, 1)
+JOB_1 = f"{NAME}-optimize-{RUN_1}"
+Json = dict[str, Any]
+
+
+def spec(**changes: Any) -> Json:
+    base: Json = {
+        "runRequest": "first",
+        "model": {"uri": "file:///srv/model"},
+        "data": {
+            "reference": "file:///srv/ref.parquet",
+            "current": "file:///srv/cur.parquet",
+            "holdout": "file:///srv/hold.parquet",
+        },
+        "artifacts": {"uri": "file:///srv/runs"},
+        "promotion": {"mode": "Manual"},
+        "pipeline": [{"quantize": {"mode": "int8"}}],
+    }
+    return base | changes
+
+
+def _merge(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch: objects merge, null removes, anything else replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    merged = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = _merge(merged.get(key), value)
+    return merged
+
+
+def _prune_nulls(value: Any) -> Any:
+    """The apiserver drops nulls of non-nullable fields (all of status's) when it stores."""
+    if isinstance(value, dict):
+        return {k: _prune_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_prune_nulls(v) for v in value]
+    return value
+
+
+class FakeKube:
+    def __init__(self, mo_spec: Json) -> None:
+        self.rv = 1
+        self.mo: Json = {
+            "apiVersion": "driftwarden.io/v1alpha1",
+            "kind": "ModelOptimization",
+            "metadata": {
+                "name": NAME,
+                "namespace": NS,
+                "uid": UID,
+                "generation": 1,
+                "resourceVersion": "1",
+            },
+            "spec": mo_spec,
+        }
+        self.jobs: dict[str, Json] = {}
+        self.configmaps: dict[str, Json] = {}
+        self.pods: dict[str, list[Json]] = {}
+        self.pvcs: set[str] = set()
+        self.events: list[tuple[str, str, str]] = []
+        self.status_patches = 0
+        self.conflicts_to_inject = 0
+
+    def _bump(self) -> str:
+        self.rv += 1
+        return str(self.rv)
+
+    def get_optimization(self, namespace: str, name: str) -> Json | None:
+        return copy.deepcopy(self.mo)
+
+    def patch_optimization_status(
+        self, namespace: str, name: str, status: Json, resource_version: str
+    ) -> Json:
+        if self.conflicts_to_inject:
+            self.conflicts_to_inject -= 1
+            self.mo["metadata"]["resourceVersion"] = self._bump()  # someone else wrote
+        if resource_version != self.mo["metadata"]["resourceVersion"]:
+            raise ConflictError(409, "the object has been modified")
+        patch = json.loads(json.dumps(status))
+        self.mo["status"] = _prune_nulls(_merge(self.mo.get("status") or {}, patch))
+        self.mo["metadata"]["resourceVersion"] = self._bump()
+        self.status_patches += 1
+        return copy.deepcopy(self.mo)
+
+    def list_jobs(self, namespace: str, label_selector: str) -> list[Json]:
+        wanted = dict(pair.split("=") for pair in label_selector.split(","))
+        return [
+            copy.deepcopy(job)
+            for job in self.jobs.values()
+            if all(job["metadata"]["labels"].get(k) == v for k, v in wanted.items())
+        ]
+
+    def create_job(self, namespace: str, body: Json) -> tuple[Json, bool]:
+        name = body["metadata"]["name"]
+        if name in self.jobs:
+            return copy.deepcopy(self.jobs[name]), False
+        job = copy.deepcopy(body)
+        job["metadata"] |= {"uid": f"uid-{name}", "creationTimestamp": "2026-01-01T10:00:00Z"}
+        job["status"] = {}
+        self.jobs[name] = job
+        return copy.deepcopy(job), True
+
+    def patch_job(self, namespace: str, name: str, patch: Json) -> Json:
+        job = self.jobs[name]
+        job["metadata"].setdefault("annotations", {}).update(patch["metadata"]["annotations"])
+        job["spec"].update(patch["spec"])
+        return copy.deepcopy(job)
+
+    def list_job_pods(self, namespace: str, job_name: str, job_uid: str) -> list[Json]:
+        return copy.deepcopy(self.pods.get(job_name, []))
+
+    def create_configmap(self, namespace: str, body: Json) -> tuple[Json, bool]:
+        name = body["metadata"]["name"]
+        if name in self.configmaps:
+            return copy.deepcopy(self.configmaps[name]), False
+        self.configmaps[name] = copy.deepcopy(body)
+        return copy.deepcopy(body), True
+
+    def get_pvc(self, namespace: str, name: str) -> Json | None:
+        return {"metadata": {"name": name}} if name in self.pvcs else None
+
+    def post_event(self, involved: Json, *, type_: str, reason: str, message: str) -> None:
+        self.events.append((type_, reason, message))
+
+    # -- what the cluster does -------------------------------------------------------
+
+    def finish(self, job_name: str, exit_code: int, message: str) -> None:
+        job = self.jobs[job_name]
+        condition = "Complete" if exit_code == 0 else "Failed"
+        job["status"] = {
+            "startTime": "2026-01-01T10:00:01Z",
+            "completionTime": "2026-01-01T10:00:11Z",
+            "conditions": [
+                {
+                    "type": condition,
+                    "status": "True",
+                    "reason": "PodFailurePolicy" if exit_code else "Completed",
+                    "lastTransitionTime": "2026-01-01T10:00:11Z",
+                }
+            ],
+        }
+        self.pods[job_name] = [
+            {
+                "metadata": {"name": f"{job_name}-x", "creationTimestamp": "2026-01-01T10:00:01Z"},
+                "status": {
+                    "containerStatuses": [
+                        {
+                            "name": "optimizer",
+                            "state": {"terminated": {"exitCode": exit_code, "message": message}},
+                        }
+                    ]
+                },
+            }
+        ]
+
+
+@pytest.fixture
+def metrics() -> OperatorMetrics:
+    return OperatorMetrics()
+
+
+def run_pass(fake: FakeKube, metrics: OperatorMetrics, **config: Any) -> Json:
+    runtime = Runtime(config=OperatorConfig(**config), kube=cast(Kube, fake), metrics=metrics)
+    reconcile(runtime, NS, NAME)
+    return dict(fake.mo.get("status") or {})
+
+
+def conditions(status: Json) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+
+
+def success_message() -> str:
+    return contract.CompactResult(
+        kind="optimize",
+        run_id=RUN_1,
+        ok=True,
+        baseline=contract.ModelMetrics(accuracy=0.9, size_bytes=1000),
+        candidate=contract.ModelMetrics(accuracy=0.9, size_bytes=300),
+        artifact_uri=f"file:///srv/runs/{NAME}/{RUN_1}",
+        manifest_sha256="cd" * 32,
+    ).to_message()
+
+
+def test_a_run_request_starts_one_run(metrics: OperatorMetrics) -> None:
+    fake = FakeKube(spec())
+    status = run_pass(fake, metrics)
+    assert list(fake.jobs) == [JOB_1]
+    job = fake.jobs[JOB_1]
+    assert job["spec"]["suspend"] is False  # resumed once its ConfigMap existed
+    assert names.RESUMED_ANNOTATION in job["metadata"]["annotations"]
+    cm = fake.configmaps[JOB_1]
+    assert cm["metadata"]["ownerReferences"][0]["uid"] == f"uid-{JOB_1}"
+    task = contract.Task.model_validate_json(cm["data"]["task.json"])
+    assert (task.run_id, task.model_uri, task.device) == (RUN_1, "file:///srv/model", "cpu")
+    assert status["activeRun"]["id"] == RUN_1
+    assert status["activeRun"]["trigger"] == "Manual"
+    assert (status["runCount"], status["lastRunRequest"]) == (1, "first")
+    assert status["phase"] == "Optimizing"
+    assert conditions(status)["Optimizing"] == ("True", "RunInProgress")
+    assert conditions(status)["Ready"] == ("True", "Ready")
+    assert [e[1] for e in fake.events] == ["RunStarted"]
+
+    # Nothing changed: the next pass creates nothing, posts nothing, writes nothing.
+    patches = fake.status_patches
+    run_pass(fake, metrics)
+    assert list(fake.jobs) == [JOB_1]
+    assert fake.status_patches == patches
+    assert len(fake.events) == 1
+
+
+def test_a_finished_run_is_recorded_once(metrics: OperatorMetrics) -> None:
+    fake = FakeKube(spec())
+    run_pass(fake, metrics)
+    fake.finish(JOB_1, 0, success_message())
+    status = run_pass(fake, metrics)
+    (run,) = status["runs"]
+    assert (run["id"], run["outcome"], run["durationSeconds"]) == (RUN_1, "Succeeded", 10.0)
+    assert run["candidate"] == {"accuracyPercent": 90.0, "latencyMs": {}, "sizeBytes": 300}
+    assert status["candidate"]["artifactUri"] == f"file:///srv/runs/{NAME}/{RUN_1}"
+    assert "activeRun" not in status
+    assert status["lastRun"]["outcome"] == "Succeeded"
+    assert status["phase"] == "Monitoring"
+    assert conditions(status)["Optimizing"] == ("False", "RunSucceeded")
+    assert [e[1] for e in fake.events] == ["RunStarted", "RunSucceeded"]
+    run_pass(fake, metrics)
+    assert len(status["runs"]) == 1 and len(fake.events) == 2
+    scraped = generate_latest(metrics.registry).decode()
+    assert (
+        'driftwarden_optimization_runs_total{name="digits",namespace="ml",outcome="succeeded"} 1.0'
+        in scraped.lower()
+    )
+
+
+def test_bad_input_makes_the_resource_not_ready_until_the_spec_changes(
+    metrics: OperatorMetrics,
+) -> None:
+    fake = FakeKube(spec())
+    run_pass(fake, metrics)
+    refused = contract.CompactResult(
+        kind="optimize", run_id=RUN_1, ok=False, reason="bad input: no model at /srv/model"
+    ).to_message()
+    fake.finish(JOB_1, contract.EXIT_BAD_INPUT, refused)
+    status = run_pass(fake, metrics)
+    assert status["runs"][0]["outcome"] == "Failed"
+    assert conditions(status)["Ready"] == ("False", "BadInput")
+    assert status["phase"] == "Failed"
+    assert [e[1] for e in fake.events] == ["RunStarted", "RunFailed", "BadInput"]
+    status = run_pass(fake, metrics)
+    assert conditions(status)["Ready"] == ("False", "BadInput")  # same spec: still refused
+    fake.mo["metadata"]["generation"] = 2
+    status = run_pass(fake, metrics)
+    assert conditions(status)["Ready"] == ("True", "Ready")
+    assert len(fake.jobs) == 1  # no retry without a new request
+
+
+def test_an_unrecorded_job_is_adopted_not_duplicated(metrics: OperatorMetrics) -> None:
+    fake = FakeKube(spec())
+    run_pass(fake, metrics)
+    fake.mo.pop("status")  # as if the operator died before writing status
+    fake.events.clear()
+    status = run_pass(fake, metrics)
+    assert list(fake.jobs) == [JOB_1]
+    assert status["activeRun"]["id"] == RUN_1
+    assert (status["runCount"], status["lastRunRequest"]) == (1, "first")
+    assert [e[1] for e in fake.events] == ["RunAdopted"]
+
+
+def test_a_job_deleted_before_its_result_was_read_is_not_rerun(
+    metrics: OperatorMetrics,
+) -> None:
+    fake = FakeKube(spec())
+    run_pass(fake, metrics)
+    del fake.jobs[JOB_1]
+    status = run_pass(fake, metrics)
+    (run,) = status["runs"]
+    assert (run["id"], run["outcome"]) == (RUN_1, "Cancelled")
+    assert run["message"].startswith("JobDeleted:")
+    assert fake.jobs == {}
+    assert fake.events[-1][:2] == ("Warning", "JobDeleted")
+
+
+def test_a_foreign_job_with_our_name_is_left_alone(metrics: OperatorMetrics) -> None:
+    fake = FakeKube(spec())
+    fake.jobs[JOB_1] = {
+        "metadata": {"name": JOB_1, "uid": "theirs", "labels": {"app": "other"}},
+        "spec": {"suspend": False},
+        "status": {},
+    }
+    status = run_pass(fake, metrics)
+    assert conditions(status)["Ready"] == ("False", "JobNameConflict")
+    assert "activeRun" not in status
+    assert fake.configmaps == {}
+
+
+def test_a_missing_claim_blocks_the_run_with_one_event(metrics: OperatorMetrics) -> None:
+    fake = FakeKube(spec(model={"uri": "pvc://models/digits/v1"}))
+    status = run_pass(fake, metrics)
+    assert conditions(status)["Ready"] == ("False", "PVCNotFound")
+    assert "models" in next(c for c in status["conditions"] if c["type"] == "Ready")["message"]
+    run_pass(fake, metrics)
+    assert [e[1] for e in fake.events] == ["PVCNotFound"]
+    assert fake.jobs == {}
+    fake.pvcs.add("models")
+    status = run_pass(fake, metrics)
+    assert conditions(status)["Ready"] == ("True", "Ready")
+    job = fake.jobs[JOB_1]
+    volumes = job["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "pvc-models", "persistentVolumeClaim": {"claimName": "models"}} in volumes
+
+
+def test_suspended_resources_start_nothing(metrics: OperatorMetrics) -> None:
+    fake = FakeKube(spec(suspend=True))
+    status = run_pass(fake, metrics)
+    assert fake.jobs == {}
+    assert conditions(status)["Optimizing"] == ("False", "Suspended")
+    assert status["phase"] == "Suspended"
+
+
+def test_initial_run_without_a_request_and_its_switch(metrics: OperatorMetrics) -> None:
+    no_request = spec()
+    del no_request["runRequest"]
+    fake = FakeKube(no_request)
+    status = run_pass(fake, metrics)
+    assert status["activeRun"]["trigger"] == "Initial"
+    quiet = FakeKube(no_request)
+    status = run_pass(quiet, metrics, initial_run=False)
+    assert quiet.jobs == {}
+    assert conditions(status)["Optimizing"] == ("False", "Idle")
+    assert status["phase"] == "Pending"
+
+
+def test_a_status_conflict_reruns_the_pass_without_a_second_job(
+    metrics: OperatorMetrics,
+) -> None:
+    fake = FakeKube(spec())
+    fake.conflicts_to_inject = 2
+    status = run_pass(fake, metrics)
+    assert list(fake.jobs) == [JOB_1]
+    assert status["activeRun"]["id"] == RUN_1
+    assert fake.status_patches == 1
+
+
+def test_a_spec_the_models_refuse_is_reported_not_retried(metrics: OperatorMetrics) -> None:
+    fake = FakeKube(spec(pipeline=[]))  # the CRD refuses it too; a version skew would not
+    status = run_pass(fake, metrics)
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert "spec.pipeline" in ready["message"]
+    assert fake.jobs == {}
