@@ -79,7 +79,6 @@ def test_kopf_settings() -> None:
     assert diffbase.prefix == "driftwarden.io"
     assert settings.peering.name == "driftwarden"
     assert settings.peering.priority == 7
-    assert settings.peering.clusterwide is False
     assert settings.posting.level == logging.WARNING
     assert settings.posting.reporting_component == "driftwarden"
     assert settings.watching.server_timeout == 270

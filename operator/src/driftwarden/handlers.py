@@ -81,8 +81,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         if config.metrics_port:
             metrics.serve(config.metrics_port)
         memo.runtime = Runtime(config=config, kube=Kube(load_api_client()), metrics=metrics)
-        scope = ", ".join(config.namespaces) if config.namespaces else "all namespaces"
-        _log.info("DriftWarden is watching %s; metrics on :%s", scope, config.metrics_port)
+        _log.info("DriftWarden started; metrics on :%s", config.metrics_port or "(off)")
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:

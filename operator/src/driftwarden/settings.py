@@ -55,7 +55,7 @@ def apply(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
 
     settings.peering.name = config.peering_name
     settings.peering.priority = config.peering_priority
-    settings.peering.clusterwide = config.clusterwide
+    # settings.peering.clusterwide follows kopf's own --namespace/--all-namespaces.
     settings.peering.stealth = True  # no log line per keep-alive
     if config.standalone is not None:
         settings.peering.standalone = config.standalone
