@@ -119,7 +119,7 @@ def _stages(model: ExampleModel) -> list[Stage]:
         epochs=30, dropout_percent=10, label_smoothing_percent=5, early_stopping_patience=4
     )
     if model == "cnn":
-        return [retrain, PruneStage(amount_percent=50, fine_tune_epochs=3)]
+        return [retrain, PruneStage(amount_percent=50, fine_tune_epochs=6)]
     # The example MLP is too small for int8 to pay off on a CPU (bench/RESULTS.md):
     # its story is drift and retraining.
     return [retrain]
