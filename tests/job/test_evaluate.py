@@ -11,7 +11,7 @@ import torch
 from optimizer_job import zoo
 from optimizer_job.contract import EvaluationSettings
 from optimizer_job.dataio import Table
-from optimizer_job.evaluate import count_macs, count_parameters, measure
+from optimizer_job.evaluate import count_macs, count_parameters, measure, measure_side_by_side
 from optimizer_job.modelio import save_model
 
 pytestmark = pytest.mark.job
@@ -69,3 +69,14 @@ def test_measure_without_labels_reports_no_accuracy() -> None:
     table = Table(np.zeros((3, 4), np.float32), None, list("abcd"))
     metrics = measure(model, table, CPU, EvaluationSettings(latency_iterations=5, latency_warmup=0))
     assert metrics.accuracy is None and metrics.macs == 4 * 4 + 4 * 2
+
+
+def test_side_by_side_measurement_tells_a_heavy_model_from_a_light_one() -> None:
+    light = zoo.mlp(64, 10, hidden=[16])
+    heavy = zoo.mlp(64, 10, hidden=[1024, 1024])
+    table = Table(np.random.default_rng(0).random((40, 64), dtype=np.float32), None, [])
+    settings = EvaluationSettings(latency_batch_sizes=[32], latency_iterations=30, latency_warmup=2)
+    light_metrics, heavy_metrics = measure_side_by_side([light, heavy], table, CPU, settings)
+    assert heavy_metrics.macs is not None and light_metrics.macs is not None
+    assert heavy_metrics.macs > 100 * light_metrics.macs
+    assert heavy_metrics.latency_ms["b32_p50"] > 3 * light_metrics.latency_ms["b32_p50"]

@@ -3,7 +3,8 @@
 Latency is measured per call of the model on a batch taken from the holdout (rows
 repeated to fill the batch), after warm-up, with the thread count pinned, under
 ``torch.inference_mode`` and with CUDA synchronised around each call, so a number
-means the same thing on every run and device.
+means the same thing on every run and device. Models to compare are measured side by
+side, interleaved, so a busy neighbour slows all of them alike.
 """
 
 from __future__ import annotations
@@ -39,30 +40,61 @@ def measure(
     model: nn.Module, holdout: Table, device: torch.device, settings: EvaluationSettings
 ) -> ModelMetrics:
     """Metrics of ``model`` on ``holdout`` (accuracy only when it is labelled)."""
-    model.eval().to(device)
+    return measure_side_by_side([model], holdout, device, settings)[0]
+
+
+def measure_side_by_side(
+    models: list[nn.Module],
+    holdout: Table,
+    device: torch.device,
+    settings: EvaluationSettings,
+    rounds: int = 5,
+) -> list[ModelMetrics]:
+    """Metrics of several models, their latencies measured interleaved.
+
+    Each batch size's iterations are split into ``rounds``; every round times each
+    model in turn (the order alternating), so load that comes and goes on the machine
+    falls on all of them alike and a comparison of their percentiles is fair.
+    """
+    for model in models:
+        model.eval().to(device)
+    samples: list[dict[int, list[np.ndarray]]] = [{} for _ in models]
     with pinned_threads(settings.threads):
-        score = accuracy(model, holdout, device) if holdout.y is not None else None
-        latency = {}
+        scores = [
+            accuracy(model, holdout, device) if holdout.y is not None else None for model in models
+        ]
+        per_round = -(-settings.latency_iterations // max(rounds, 1))
         for batch_size in settings.latency_batch_sizes:
-            timings = latency_samples(
-                model,
-                batch_rows(holdout.X, batch_size),
-                device,
-                settings.latency_warmup,
-                settings.latency_iterations,
-            )
-            for percentile, value in zip(
-                PERCENTILES, np.percentile(timings, PERCENTILES), strict=True
-            ):
-                latency[f"b{batch_size}_p{percentile}"] = round(float(value), 4)
-    return ModelMetrics(
-        accuracy=score,
-        latency_ms=latency,
-        size_bytes=serialized_size(model),
-        parameters=count_parameters(model),
-        macs=count_macs(model, holdout.X[:1], device),
-        device=device.type,
-    )
+            rows = batch_rows(holdout.X, batch_size)
+            for model in models:
+                latency_samples(model, rows, device, settings.latency_warmup, 0)
+            for round_index in range(max(rounds, 1)):
+                order = list(range(len(models)))
+                if round_index % 2:
+                    order.reverse()
+                for index in order:
+                    timings = latency_samples(models[index], rows, device, 0, per_round)
+                    samples[index].setdefault(batch_size, []).append(timings)
+    return [
+        ModelMetrics(
+            accuracy=score,
+            latency_ms=_percentiles(model_samples),
+            size_bytes=serialized_size(model),
+            parameters=count_parameters(model),
+            macs=count_macs(model, holdout.X[:1], device),
+            device=device.type,
+        )
+        for model, score, model_samples in zip(models, scores, samples, strict=True)
+    ]
+
+
+def _percentiles(samples: dict[int, list[np.ndarray]]) -> dict[str, float]:
+    latency = {}
+    for batch_size, parts in samples.items():
+        values = np.percentile(np.concatenate(parts), PERCENTILES)
+        for percentile, value in zip(PERCENTILES, values, strict=True):
+            latency[f"b{batch_size}_p{percentile}"] = round(float(value), 4)
+    return latency
 
 
 def batch_rows(x: np.ndarray, batch_size: int) -> np.ndarray:

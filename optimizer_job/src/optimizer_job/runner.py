@@ -6,8 +6,9 @@ against the reference, and drift of the model's predictions.
 ``optimize``: baseline metrics, the pipeline's stages in order (each measured before
 and after on the same holdout), then the candidate is written to
 ``<artifacts_uri>/<optimization>/<run_id>/`` — built in a temporary sibling, reloaded
-from those files and measured again (so the candidate's metrics are of what was
-written), ``result.json`` beside it, and renamed into place. A run directory that is
+from those files and measured again side by side with the model in use (so the
+result's baseline and candidate are of what was written, under the same machine
+load), ``result.json`` beside it, and renamed into place. A run directory that is
 already there with a valid MANIFEST and the result of the same run means the run is
 done: the recorded result is returned and nothing is redone.
 """
@@ -37,7 +38,7 @@ from optimizer_job.contract import (
     run_artifact_uri,
 )
 from optimizer_job.dataio import Table
-from optimizer_job.evaluate import measure
+from optimizer_job.evaluate import measure, measure_side_by_side
 from optimizer_job.manifest import ManifestError, verify_manifest
 from optimizer_job.modelio import LoadedModel, load_model, save_model
 from optimizer_job.progress import get_logger
@@ -366,15 +367,20 @@ def optimize_task(
 
     def build(directory: Path) -> RunResult:
         digest = save_model(model, ctx.factory, ctx.kwargs, directory, extra_meta)
-        # Measure what was written, as a reader will load it.
-        candidate = measure(load_model(directory).module, holdout, device, task.evaluation)
-        log.info("candidate: %s", _summary(candidate))
+        # Measure what was written, as a reader will load it, side by side with the
+        # model in use: the gates compare these two.
+        written = load_model(directory).module
+        paired_baseline, candidate = measure_side_by_side(
+            [loaded.module, written], holdout, device, task.evaluation
+        )
+        log.info("baseline (side by side): %s", _summary(paired_baseline))
+        log.info("candidate (side by side): %s", _summary(candidate))
         result = RunResult(
             kind="optimize",
             run_id=task.run_id,
             ok=True,
             seconds=round(time.perf_counter() - started, 3),
-            baseline=baseline,
+            baseline=paired_baseline,
             candidate=candidate,
             stages=reports,
             artifact_uri=artifact_uri,
