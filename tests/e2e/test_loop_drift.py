@@ -1,0 +1,179 @@
+"""Drift -> retrain -> gates -> promotion, on the devcluster, as a user would see it.
+
+The serving Deployment (examples/serving) serves the example digits model. Current data
+first looks like the training data; then shifted images arrive (the file behind
+data.current is replaced). The evaluations detect the drift two windows in a row, a retrain
+run starts, its candidate passes the gates, the Deployment is pointed at the new model
+directory by server-side apply and its Pods roll to a server that loads it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from loop_support import (
+    LOOP_WIRED,
+    apply_yaml,
+    condition,
+    container_of,
+    copy_tree,
+    deployment,
+    describe,
+    event_reasons,
+    metric,
+    serving_deployment,
+    start_loop_operator,
+    wait_serving,
+    wait_status,
+)
+from operator_process import OperatorProcess, scratch_dir
+
+from devcluster.controlplane import Cluster
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not LOOP_WIRED, reason="the loop is not wired into the reconcile pass"),
+]
+pytest_plugins = ["operator_fixtures"]
+
+NAME = "digits"
+SERVER = "digits-server"
+
+
+def test_drift_retrains_promotes_and_rolls_the_serving_pods(
+    devcluster: Cluster,
+    namespace: str,
+    operators: list[OperatorProcess],
+    job_example: Path,
+    tmp_path: Path,
+) -> None:
+    data = copy_tree(job_example / "data", "loop-drift-data-")
+    (data / "current.parquet").rename(data / "shifted.parquet")  # arrives later
+    shutil.copy(data / "stable.parquet", data / "current.parquet")  # not drifted yet
+    artifacts = scratch_dir("loop-drift-artifacts-")
+    model = f"file://{job_example}/model"
+
+    apply_yaml(devcluster, namespace, serving_deployment(model, name=SERVER))
+    wait_serving(devcluster, namespace, SERVER, model, None)
+    apply_yaml(
+        devcluster,
+        namespace,
+        f"""
+apiVersion: driftwarden.io/v1alpha1
+kind: ModelOptimization
+metadata: {{name: {NAME}}}
+spec:
+  model: {{uri: "{model}"}}
+  data:
+    reference: "file://{data}/reference.parquet"
+    current: "file://{data}/current.parquet"
+    holdout: "file://{data}/holdout.parquet"
+  artifacts: {{uri: "file://{artifacts}"}}
+  target: {{deployment: {SERVER}, container: server}}
+  pipeline:
+    - retrain: {{epochs: 8, data: ReferenceAndCurrent}}
+  triggers:
+    drift: {{threshold: "0.2", consecutiveWindows: 2}}
+    cooldown: 10s
+  gates: {{maxAccuracyDropPercent: 1}}
+  monitoring:
+    interval: 10s
+    latency: {{batchSizes: [1, 32], warmup: 2, iterations: 20}}
+  job:
+    resources: {{cpu: 500m, memory: 1Gi}}
+""",
+    )
+    operator = start_loop_operator(devcluster, namespace, operators, tmp_path)
+
+    # 1. The first evaluation: no drift yet, nothing runs.
+    calm = wait_status(
+        "a first evaluation",
+        devcluster,
+        namespace,
+        NAME,
+        lambda s: (s.get("lastEvaluation") or {}).get("driftScore") is not None,
+        operator,
+    )
+    assert calm["lastEvaluation"]["driftDetected"] is False
+    assert condition(calm, "DriftDetected")["status"] == "False"
+    assert not calm.get("runs") and not calm.get("activeRun")
+
+    # 2. Shifted data arrives: two drifted windows in a row start a retrain run.
+    (data / "current.parquet").unlink()
+    (data / "shifted.parquet").rename(data / "current.parquet")
+    running = wait_status(
+        "a drift-triggered run",
+        devcluster,
+        namespace,
+        NAME,
+        lambda s: bool(s.get("activeRun") or s.get("runs")),
+        operator,
+    )
+    run = running.get("activeRun") or running["runs"][0]
+    assert run["trigger"] == "Drift"
+    assert "2 consecutive evaluations" in run["reason"]
+    assert running["consecutiveDriftWindows"] >= 2
+    assert condition(running, "DriftDetected")["reason"] == "DriftOverThreshold"
+
+    # 3. The candidate passes the gates and is promoted.
+    promoted = wait_status(
+        "the promotion",
+        devcluster,
+        namespace,
+        NAME,
+        lambda s: bool(s.get("promoted")),
+        operator,
+    )
+    (record,) = promoted["runs"]
+    assert record["outcome"] == "Promoted"
+    assert record["candidate"]["accuracyPercent"] > record["baseline"]["accuracyPercent"]
+    (gate,) = record["gates"]
+    assert gate["name"] == "AccuracyDrop" and gate["passed"] is True
+    new_model = record["artifactUri"]
+    assert new_model.startswith(f"file://{artifacts}/{NAME}/")
+    assert promoted["promoted"]["current"] == new_model
+    assert promoted["promoted"]["previous"] == model
+    assert condition(promoted, "Promoted")["status"] == "True"
+
+    # The Deployment: our env var and annotations, nothing else of ours.
+    serving = deployment(devcluster, namespace, SERVER)
+    env = {e["name"]: e.get("value") for e in container_of(serving)["env"]}
+    assert env["MODEL_URI"] == new_model
+    assert serving["metadata"]["annotations"]["driftwarden.io/promoted-run"] == record["id"]
+    owned = [m for m in serving["metadata"]["managedFields"] if m["manager"] == "driftwarden"]
+    assert [m["operation"] for m in owned] == ["Apply"]
+    assert "f:resources" not in str(owned[0]["fieldsV1"])
+
+    # 4. The Pods roll to a server that loaded the new model.
+    wait_serving(devcluster, namespace, SERVER, new_model, operator)
+
+    # 5. The first evaluation of the promoted model keeps it (accuracy did not fall), and
+    #    the drift episode does not start a second run.
+    after = wait_status(
+        "an evaluation of the promoted model",
+        devcluster,
+        namespace,
+        NAME,
+        lambda s: (s.get("lastEvaluation") or {}).get("modelUri") == new_model,
+        operator,
+    )
+    assert after["promoted"]["current"] == new_model
+    assert len(after["runs"]) == 1
+
+    text = describe(devcluster, namespace, NAME)
+    reasons = event_reasons(devcluster, namespace, NAME)
+    for reason in ("Evaluated", "DriftDetected", "RunStarted", "RunSucceeded", "Promoted"):
+        assert reason in reasons, (reason, reasons, text)
+    assert "Deployment digits-server now serves" in text
+
+    exposition = operator.metrics()
+    labels = {"namespace": namespace, "name": NAME}
+    assert (
+        metric(exposition, "driftwarden_optimization_runs_total", {**labels, "outcome": "promoted"})
+        == 1
+    )
+    assert metric(exposition, "driftwarden_drift_score", labels) == pytest.approx(
+        after["lastEvaluation"]["driftScore"]
+    )
