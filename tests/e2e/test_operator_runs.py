@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,14 @@ RUN_TIMEOUT = 180.0  # a run is ~10-20 s; the machine is shared
 def apply(devcluster: Cluster, path: Path, text: str) -> None:
     path.write_text(text)
     devcluster.kubectl("apply", "-f", str(path))
+
+
+def active_run(cluster: Cluster, namespace: str, name: str) -> Callable[[], Any]:
+    def check() -> dict[str, Any] | None:
+        status = mo_status(cluster, namespace, name)
+        return status if status.get("activeRun") else None
+
+    return check
 
 
 def assert_settled(status: dict[str, Any], generation: int) -> None:
@@ -185,11 +194,9 @@ def test_bad_input_fails_once_and_says_why(
         manifest,
         mo_manifest("broken", namespace, uris, f"file://{artifacts_dir}", run_request="fixed"),
     )
-    status = wait_for(
-        "the fixed run", finished_runs(devcluster, namespace, "broken", 2), RUN_TIMEOUT, op
-    )
-    assert status["runs"][1]["outcome"] == "Succeeded"
+    status = wait_for("run 2 started", active_run(devcluster, namespace, "broken"), 60, op)
     assert condition(status, "Ready")["status"] == "True"
+    assert status["activeRun"]["reason"] == "A run was requested (spec.runRequest='fixed')."
 
 
 def test_missing_claim_waits_then_runs_on_the_claim(
@@ -314,8 +321,6 @@ def test_suspend_holds_new_runs(
     devcluster.kubectl(
         "patch", "mo", "held", "-n", namespace, "--type=merge", "-p", '{"spec": {"suspend": false}}'
     )
-    status = wait_for(
-        "the held run", finished_runs(devcluster, namespace, "held", 1), RUN_TIMEOUT, op
-    )
-    assert status["runs"][0]["outcome"] == "Succeeded"
+    status = wait_for("the held run started", active_run(devcluster, namespace, "held"), 60, op)
     assert status["lastRunRequest"] == "first"
+    assert len(jobs_of(devcluster, namespace, "held")) == 1
