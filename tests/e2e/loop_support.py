@@ -23,7 +23,6 @@ from devcluster.controlplane import Cluster
 from driftwarden.runtime import Runtime
 
 PROJECT = Path(__file__).resolve().parents[2]
-SERVER_SCRIPT = PROJECT / "examples" / "serving" / "model_server.py"
 SERVER_MANIFEST = PROJECT / "examples" / "serving" / "deployment.yaml"
 RESYNC = 2.0
 # The loop's services are called from the reconcile pass once it is wired in (see the
@@ -51,17 +50,23 @@ def apply_yaml(devcluster: Cluster, namespace: str, body: dict[str, Any] | str) 
     devcluster.kubectl("apply", "-n", namespace, "-f", "-", input=text)
 
 
-def serving_deployment(model_uri: str, *, name: str = "digits-server") -> dict[str, Any]:
-    """examples/serving/deployment.yaml with the devcluster's paths: the server script from
-    this checkout (there is no image) and a file:// model instead of the example's claim."""
+def serving_deployment(model_uri: str, *, name: str) -> dict[str, Any]:
+    """examples/serving/deployment.yaml with a file:// model instead of the demo's claim
+    (the devcluster's containers see the host's files), renamed to ``name``."""
     body: dict[str, Any] = yaml.safe_load(SERVER_MANIFEST.read_text())
+    labels = {"app.kubernetes.io/name": name}
     body["metadata"]["name"] = name
-    pod = body["spec"]["template"]["spec"]
+    body["metadata"]["labels"] = dict(labels)
+    body["spec"]["selector"] = {"matchLabels": dict(labels)}
+    template = body["spec"]["template"]
+    template["metadata"]["labels"] = dict(labels)
+    pod = template["spec"]
     (container,) = pod["containers"]
-    container["command"] = ["python", str(SERVER_SCRIPT)]
-    container["env"][0]["value"] = model_uri
-    container.pop("volumeMounts")
-    pod.pop("volumes")
+    for env in container["env"]:
+        if env["name"] == "MODEL_URI":
+            env["value"] = model_uri
+    container.pop("volumeMounts", None)
+    pod.pop("volumes", None)
     return body
 
 
@@ -125,7 +130,7 @@ def serving_pods(devcluster: Cluster, namespace: str, app: str) -> list[dict[str
 
 
 def served_model(pod: dict[str, Any]) -> str | None:
-    """What the server in a Running, Ready Pod says it serves (its /healthz)."""
+    """What the server in a Ready Pod says it serves (its /readyz)."""
     ip = pod.get("status", {}).get("podIP")
     ready = any(
         c["type"] == "Ready" and c["status"] == "True"
@@ -134,7 +139,7 @@ def served_model(pod: dict[str, Any]) -> str | None:
     if not ip or not ready:
         return None
     try:
-        with urllib.request.urlopen(f"http://{ip}:8080/healthz", timeout=5) as response:
+        with urllib.request.urlopen(f"http://{ip}:8080/readyz", timeout=5) as response:
             return str(json.load(response)["model"])
     except OSError:
         return None
