@@ -1,0 +1,216 @@
+"""The prune stage: remove channels / neurons (structured) or zero weights (unstructured),
+then fine-tune.
+
+Structured pruning uses Torch-Pruning's dependency graph: removing an output channel of a
+conv also removes the matching BatchNorm entries and the next layer's input channels, so
+the model gets physically smaller and faster. The classifier keeps its outputs. The pruned
+model saves with its new tensor shapes and ``modelio`` rebuilds it from them, without the
+pruning library.
+
+Unstructured pruning zeroes the smallest weights (per layer) with ``torch.nn.utils.prune``
+and makes the zeros permanent. Dense kernels multiply zeros as fast as anything else, so it
+saves no latency and no bytes; the notes say so and report the sparsity reached.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import torch
+import torch_pruning as tp
+from torch import Tensor, nn
+from torch.nn import functional
+from torch.nn.utils import prune as _torch_prune
+
+from optimizer_job import training
+from optimizer_job.contract import PruneStage, RetrainStage
+from optimizer_job.dataio import Table
+from optimizer_job.strategies._layers import WEIGHTED_LAYERS, example_rows, final_layer
+from optimizer_job.strategies.base import Notes, StageContext, StageOutcome
+
+# torch.nn.utils.prune has no type annotations.
+torch_prune: Any = _torch_prune
+# Fine-tuning uses the retrain stage's defaults: one place decides them.
+_FINE_TUNE = RetrainStage()
+# Rows whose loss gradients score the weights for Taylor importance.
+_TAYLOR_ROWS = 512
+
+
+def apply(stage: PruneStage, model: nn.Module, ctx: StageContext) -> StageOutcome:
+    device = torch.device(ctx.device)
+    model = model.to(device)
+    example = example_rows(ctx.train, device)
+    classifier = final_layer(model, example)
+    macs_before, params_before = count_macs_and_params(model, example)
+    if stage.method == "structured":
+        notes = prune_structured(model, stage, ctx, example, classifier)
+    else:
+        notes = prune_unstructured(model, stage, ctx, classifier)
+    notes.update(fine_tune(model, stage, ctx))
+    if stage.method == "unstructured":
+        make_permanent(model)
+        notes["sparsity"] = round(weight_sparsity(model, classifier), 4)
+    macs_after, params_after = count_macs_and_params(model, example)
+    notes.update(
+        {
+            "method": stage.method,
+            "importance": stage.importance,
+            "amount_percent": stage.amount_percent,
+            "macs_before": macs_before,
+            "macs_after": macs_after,
+            "macs_ratio": round(macs_before / max(macs_after, 1), 3),
+            "params_before": params_before,
+            "params_after": params_after,
+        }
+    )
+    ctx.log.info(
+        "prune %s %d%% (%s): MACs %d -> %d, params %d -> %d",
+        stage.method,
+        stage.amount_percent,
+        stage.importance,
+        macs_before,
+        macs_after,
+        params_before,
+        params_after,
+    )
+    model.eval()
+    return StageOutcome(model=model, ctx=ctx, notes=notes)
+
+
+def prune_structured(
+    model: nn.Module,
+    stage: PruneStage,
+    ctx: StageContext,
+    example: Tensor,
+    classifier: nn.Module | None,
+) -> Notes:
+    """Remove ``amount_percent`` of the channels / neurons of every prunable layer."""
+    importance = _structured_importance(stage.importance)
+    if stage.importance == "random":
+        torch.manual_seed(ctx.seed)
+    pruner = tp.pruner.BasePruner(
+        model,
+        example,
+        importance=importance,
+        pruning_ratio=stage.amount_percent / 100,
+        ignored_layers=[classifier] if classifier is not None else [],
+    )
+    if stage.importance == "taylor":
+        _accumulate_gradients(model, ctx.train, torch.device(ctx.device))
+    pruner.step()
+    model.zero_grad(set_to_none=True)
+    return {}
+
+
+def prune_unstructured(
+    model: nn.Module, stage: PruneStage, ctx: StageContext, classifier: nn.Module | None
+) -> Notes:
+    """Mask ``amount_percent`` of each layer's weights; the masks stay on while fine-tuning
+    so the pruned weights remain zero, ``make_permanent`` removes them after."""
+    layers = _prunable_layers(model, classifier)
+    amount = stage.amount_percent / 100
+    if stage.importance == "random":
+        torch.manual_seed(ctx.seed)
+        for layer in layers:
+            torch_prune.random_unstructured(layer, "weight", amount=amount)
+    elif stage.importance == "taylor":
+        _accumulate_gradients(model, ctx.train, torch.device(ctx.device))
+        for layer in layers:
+            weight = layer.weight
+            grad = weight.grad if weight.grad is not None else torch.zeros_like(weight)
+            scores = (weight.detach() * grad).abs()
+            torch_prune.l1_unstructured(layer, "weight", amount=amount, importance_scores=scores)
+        model.zero_grad(set_to_none=True)
+    else:
+        # |w| and w^2 rank weights the same way: l1 and l2 are one magnitude criterion here.
+        for layer in layers:
+            torch_prune.l1_unstructured(layer, "weight", amount=amount)
+    return {
+        "pruned_layers": len(layers),
+        "latency": "unstructured sparsity saves no latency or bytes on dense kernels",
+    }
+
+
+def fine_tune(model: nn.Module, stage: PruneStage, ctx: StageContext) -> Notes:
+    if stage.fine_tune_epochs == 0:
+        return {"fine_tune_epochs": 0}
+    report = training.fit(
+        model,
+        ctx.train,
+        ctx.validation,
+        epochs=stage.fine_tune_epochs,
+        batch_size=_FINE_TUNE.batch_size,
+        lr=float(Decimal(_FINE_TUNE.learning_rate)),
+        weight_decay=float(Decimal(_FINE_TUNE.weight_decay)),
+        label_smoothing=0.0,
+        patience=_FINE_TUNE.early_stopping_patience,
+        device=torch.device(ctx.device),
+        seed=ctx.seed,
+        log=ctx.log,
+        stage="prune fine-tune",
+    )
+    notes: Notes = {
+        "fine_tune_epochs": report.epochs_run,
+        "fine_tune_best_epoch": report.best_epoch,
+    }
+    if report.val_accuracy is not None:
+        notes["fine_tune_val_accuracy"] = round(report.val_accuracy, 4)
+    return notes
+
+
+def make_permanent(model: nn.Module) -> None:
+    """Fold the masks into the weights and drop the pruning hooks."""
+    for layer in model.modules():
+        if torch_prune.is_pruned(layer) and hasattr(layer, "weight_mask"):
+            torch_prune.remove(layer, "weight")
+
+
+def weight_sparsity(model: nn.Module, classifier: nn.Module | None) -> float:
+    """Share of exactly-zero weights in the layers unstructured pruning works on."""
+    layers = _prunable_layers(model, classifier)
+    total = sum(layer.weight.numel() for layer in layers)
+    zeros = sum(int((layer.weight == 0).sum()) for layer in layers)
+    return zeros / total if total else 0.0
+
+
+def count_macs_and_params(model: nn.Module, example: Tensor) -> tuple[int, int]:
+    """Multiply-accumulates of one forward pass of ``example`` and the parameter count."""
+    was_training = model.training
+    macs, params = tp.utils.count_ops_and_params(model, example)
+    model.train(was_training)
+    return int(macs), int(params)
+
+
+def _structured_importance(name: str) -> Any:
+    if name == "l1":
+        return tp.importance.GroupMagnitudeImportance(p=1)
+    if name == "l2":
+        return tp.importance.GroupMagnitudeImportance(p=2)
+    if name == "taylor":
+        return tp.importance.GroupTaylorImportance()
+    if name == "random":
+        return tp.importance.RandomImportance()
+    raise ValueError(f"unknown importance {name!r}")
+
+
+def _prunable_layers(model: nn.Module, classifier: nn.Module | None) -> list[Any]:
+    return [m for m in model.modules() if isinstance(m, WEIGHTED_LAYERS) and m is not classifier]
+
+
+def _accumulate_gradients(model: nn.Module, table: Table, device: torch.device) -> None:
+    """Loss gradients over the first rows of ``table``: what Taylor importance scores."""
+    if table.y is None:
+        raise ValueError("taylor importance needs labelled training rows")
+    model.zero_grad(set_to_none=True)
+    was_training = model.training
+    model.eval()  # BatchNorm statistics must not move while scoring
+    rows = min(len(table), _TAYLOR_ROWS)
+    for start in range(0, rows, 128):
+        stop = min(start + 128, rows)
+        x = torch.from_numpy(np.ascontiguousarray(table.X[start:stop])).to(device)
+        y = torch.from_numpy(table.y[start:stop]).to(device=device, dtype=torch.long)
+        loss = functional.cross_entropy(model(x), y, reduction="sum") / rows
+        loss.backward()  # type: ignore[no-untyped-call]
+    model.train(was_training)
