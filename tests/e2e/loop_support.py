@@ -91,8 +91,11 @@ def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
     return {}
 
 
-def container_of(deployment: dict[str, Any], name: str = "server") -> dict[str, Any]:
-    for container in deployment["spec"]["template"]["spec"]["containers"]:
+def container_of(workload: dict[str, Any], name: str = "server") -> dict[str, Any]:
+    """A container of a Deployment (its template) or of a Pod."""
+    spec = workload["spec"]
+    pod = spec["template"]["spec"] if "template" in spec else spec
+    for container in pod["containers"]:
         if container["name"] == name:
             return dict(container)
     raise AssertionError(f"no container {name}")

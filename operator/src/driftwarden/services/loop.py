@@ -161,7 +161,11 @@ class Loop:
     # ---- evaluations ------------------------------------------------------------------
 
     def follow_evaluation(self) -> None:
-        """Record the active evaluation once its Job has finished."""
+        """Record the active evaluation once its Job has finished; LatencyWithinSLO follows
+        the current SLO also between evaluations (the user may have just changed it)."""
+        last = self.status.last_evaluation
+        if last is not None and last.latency is not None:
+            self._set_latency_condition(last)
         active = self.status.active_evaluation
         if active is None:
             return

@@ -1,0 +1,246 @@
+"""A too-slow model: temporary fix, prune, promotion, and the exact revert of the fix.
+
+The serving Deployment runs a wide CNN. The user looks at its measured p95 and sets an SLO
+at half of it, with a temporary fix. The next evaluation breaches the SLO: DriftWarden
+raises the serving container's requests and limits (the Pods roll with them) and starts a
+prune run; the pruned candidate passes the speed gate and is promoted; the first
+evaluation of it meets the SLO, and the fix is reverted to exactly the original resources,
+which DriftWarden then no longer owns.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from loop_support import (
+    LOOP_WIRED,
+    apply_yaml,
+    condition,
+    container_of,
+    deployment,
+    describe,
+    event_reasons,
+    metric,
+    serving_deployment,
+    serving_pods,
+    start_loop_operator,
+    wait_status,
+)
+from operator_process import OperatorProcess, scratch_dir, wait_for
+
+from devcluster.controlplane import Cluster
+from optimizer_job.example import digits_tables
+from optimizer_job.modelio import build_model, save_model
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not LOOP_WIRED, reason="the loop is not wired into the reconcile pass"),
+]
+pytest_plugins = ["operator_fixtures"]
+
+NAME = "slow"
+SERVER = "slow-server"
+FACTORY = "optimizer_job.zoo:small_cnn"
+# Wide enough that pruning 80 % of its channels makes it several times faster.
+WIDE_CNN = {
+    "in_channels": 1,
+    "num_classes": 10,
+    "image_size": 16,
+    "channels": [128, 256, 256],
+    "hidden": 128,
+}
+# examples/serving/deployment.yaml's resources, and what the fix below makes of them.
+ORIGINAL = {
+    "requests": {"cpu": "500m", "memory": "256Mi"},
+    "limits": {"cpu": "1", "memory": "512Mi"},
+}
+RAISED = {
+    "requests": {"cpu": "1", "memory": "384Mi"},
+    "limits": {"cpu": "1500m", "memory": "768Mi"},  # cpu: 2 capped by maxCpu
+}
+
+
+def slow_model_and_data() -> tuple[Path, Path]:
+    """The wide CNN (freshly initialized: this test is about speed) and the digits tables."""
+    root = scratch_dir("loop-latency-")
+    data = root / "data"
+    data.mkdir()
+    for name, table in digits_tables("cnn", 0).items():
+        np.savez(data / f"{name}.npz", X=table.X, y=table.y)
+    torch.manual_seed(0)
+    save_model(
+        build_model(FACTORY, WIDE_CNN),
+        FACTORY,
+        WIDE_CNN,
+        root / "model",
+        {"label_column": "label"},
+        input_shape=[1, 16, 16],
+        num_classes=10,
+    )
+    (root / "artifacts").mkdir()
+    for path in [root, *root.rglob("*")]:
+        shutil.chown(path, user=65532, group=65532)
+    return root, data
+
+
+def test_slow_model_gets_a_temporary_fix_then_a_faster_model_and_the_fix_is_reverted(
+    devcluster: Cluster,
+    namespace: str,
+    operators: list[OperatorProcess],
+    tmp_path: Path,
+) -> None:
+    root, data = slow_model_and_data()
+    model = f"file://{root}/model"
+    apply_yaml(devcluster, namespace, serving_deployment(model, name=SERVER))
+    assert container_of(deployment(devcluster, namespace, SERVER))["resources"] == ORIGINAL
+    apply_yaml(
+        devcluster,
+        namespace,
+        f"""
+apiVersion: driftwarden.io/v1alpha1
+kind: ModelOptimization
+metadata: {{name: {NAME}}}
+spec:
+  model: {{uri: "{model}"}}
+  data:
+    reference: "file://{data}/reference.npz"
+    current: "file://{data}/current.npz"
+    holdout: "file://{data}/holdout.npz"
+  artifacts: {{uri: "file://{root}/artifacts"}}
+  target: {{deployment: {SERVER}}}
+  pipeline:
+    - prune: {{method: structured, amountPercent: 80, fineTuneEpochs: 2}}
+  gates: {{maxAccuracyDropPercent: 1, minSpeedupPercent: 100}}
+  triggers: {{cooldown: 10s}}
+  monitoring:
+    interval: 10s
+    latency: {{batchSizes: [32], warmup: 3, iterations: 30}}
+  job:
+    resources: {{cpu: 500m, memory: 1Gi}}
+""",
+    )
+    operator = start_loop_operator(devcluster, namespace, operators, tmp_path)
+
+    # 1. The user reads the measured p95 and sets the SLO at half of it, with a fix.
+    first = wait_status(
+        "a first latency measurement",
+        devcluster,
+        namespace,
+        NAME,
+        lambda s: ((s.get("lastEvaluation") or {}).get("latency") or {}).get("p95Ms"),
+        operator,
+    )
+    measured = first["lastEvaluation"]["latency"]["p95Ms"]
+    slo = max(1, int(measured / 2))
+    patch = {
+        "spec": {
+            "triggers": {"latency": {"p95Ms": slo, "batchSize": 32}},
+            "temporaryFix": {
+                "enabled": True,
+                "cpuPercent": 200,
+                "memoryPercent": 150,
+                "maxCpu": "1500m",
+                "expiresAfter": "30m",
+            },
+        }
+    }
+    devcluster.kubectl(
+        "patch", "mo", NAME, "-n", namespace, "--type=merge", "-p", json.dumps(patch)
+    )
+
+    # 2. The breach: the fix is applied and a latency run starts.
+    fixed = wait_status(
+        "the temporary fix",
+        devcluster,
+        namespace,
+        NAME,
+        lambda s: (s.get("temporaryFix") or {}).get("active") is True,
+        operator,
+    )
+    assert condition(fixed, "LatencyWithinSLO")["status"] == "False"
+    assert condition(fixed, "TemporaryFixActive")["reason"] == "FixApplied"
+    record = fixed["temporaryFix"]
+    assert record["original"] == [{"container": "server", **ORIGINAL}]
+    assert record["applied"] == [{"container": "server", **RAISED}]
+    raised = deployment(devcluster, namespace, SERVER)
+    assert container_of(raised)["resources"] == RAISED
+    assert "driftwarden.io/temporary-fix-expires" in raised["metadata"]["annotations"]
+    assert (
+        metric(
+            operator.metrics(),
+            "driftwarden_temporary_fix_active",
+            {"namespace": namespace, "name": NAME},
+        )
+        == 1
+    )
+
+    # The Pods roll with the raised resources.
+    def rolled() -> bool:
+        pods = serving_pods(devcluster, namespace, SERVER)
+        return len(pods) == 1 and container_of(pods[0])["resources"] == RAISED
+
+    wait_for("a serving Pod with the raised resources", rolled, 180, operator, interval=2)
+
+    # 3. The prune run's candidate passes the speed gate and is promoted.
+    promoted = wait_status(
+        "the promotion of the pruned model",
+        devcluster,
+        namespace,
+        NAME,
+        lambda s: bool(s.get("promoted")),
+        operator,
+        timeout=600,
+    )
+    (run,) = promoted["runs"]
+    assert run["trigger"] == "Latency" and run["outcome"] == "Promoted"
+    speedup = {g["name"]: g for g in run["gates"]}["Speedup"]
+    assert speedup["passed"] and speedup["value"] >= 100
+    new_model = run["artifactUri"]
+    # The promotion kept the fix in the same apply: resources still raised.
+    both = deployment(devcluster, namespace, SERVER)
+    assert container_of(both)["resources"] == RAISED
+    assert {e["name"]: e.get("value") for e in container_of(both)["env"]}["MODEL_URI"] == new_model
+
+    # 4. The promoted model meets the SLO: the fix is reverted, exactly.
+    reverted = wait_status(
+        "the revert of the temporary fix",
+        devcluster,
+        namespace,
+        NAME,
+        lambda s: (s.get("temporaryFix") or {}).get("active") is False,
+        operator,
+        timeout=300,
+    )
+    assert reverted["lastEvaluation"]["modelUri"] == new_model
+    assert reverted["lastEvaluation"]["latency"]["p95Ms"] <= slo
+    assert condition(reverted, "TemporaryFixActive")["reason"] == "FixReverted"
+    assert condition(reverted, "LatencyWithinSLO")["status"] == "True"
+    back = deployment(devcluster, namespace, SERVER)
+    assert container_of(back)["resources"] == ORIGINAL
+    assert "driftwarden.io/temporary-fix-expires" not in back["metadata"]["annotations"]
+    ours = [m for m in back["metadata"]["managedFields"] if m["manager"] == "driftwarden"]
+    assert "f:resources" not in json.dumps([m["fieldsV1"] for m in ours])
+    assert {e["name"]: e.get("value") for e in container_of(back)["env"]}["MODEL_URI"] == new_model
+    assert (
+        metric(
+            operator.metrics(),
+            "driftwarden_temporary_fix_active",
+            {"namespace": namespace, "name": NAME},
+        )
+        == 0
+    )
+
+    reasons = event_reasons(devcluster, namespace, NAME)
+    for reason in (
+        "SLOBreached",
+        "TemporaryFixApplied",
+        "RunStarted",
+        "Promoted",
+        "TemporaryFixReverted",
+    ):
+        assert reason in reasons, (reason, reasons, describe(devcluster, namespace, NAME))
