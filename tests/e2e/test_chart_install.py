@@ -1,0 +1,407 @@
+"""The Helm chart installed on the devcluster the way a user installs it, and the operator
+running in-cluster with nothing but the chart's ServiceAccount.
+
+`helm template` with non-default values (watch one namespace, free ports), the CRD from the
+chart's crds/ by server-side apply (the documented upgrade path), `kubectl apply` of the
+rest. The operator's Pod is started by the node agent as `python -m driftwarden` with the
+ServiceAccount token the real kubelet protocol gives it (a projected volume), so every API
+call it makes is checked by the real RBAC: a missing permission shows as `Forbidden` in its
+log, and a run that never finishes.
+
+Both namespaces enforce the `restricted` Pod Security profile with the real admission
+plugin: the operator's Pod and every Job Pod it creates must pass it to exist at all.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import yaml
+from operator_process import (
+    example_dir,
+    example_uris,
+    finished_runs,
+    free_port,
+    get_json,
+    jobs_of,
+    mo_manifest,
+    scratch_dir,
+    wait_for,
+)
+
+from devcluster.controlplane import Cluster
+
+if TYPE_CHECKING:  # the plugin module itself is imported by pytest (assertion rewriting)
+    from prometheus_fixture import PrometheusServer
+
+pytestmark = pytest.mark.e2e
+pytest_plugins = ["prometheus_fixture"]
+
+PROJECT = Path(__file__).resolve().parents[2]
+CHART = PROJECT / "charts" / "driftwarden"
+RESTRICTED = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+}
+RESYNC_SECONDS = 2
+# Starting the Pod is seconds; the time kopf spends before it handles resources (its
+# retries when something is forbidden) is what a broken install costs here.
+READY_TIMEOUT = 120.0
+RUN_TIMEOUT = 240.0
+MO_NAME = "digits"
+
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Install:
+    release: str
+    system: str  # the release namespace: the operator runs here
+    watched: str  # the one namespace it watches; the Jobs run here
+    rendered: Path
+    manifests: list[Json]
+    metrics_port: int
+
+    @property
+    def fullname(self) -> str:
+        return f"{self.release}-driftwarden"
+
+    @property
+    def job_service_account(self) -> str:
+        return f"{self.fullname}-job"
+
+    def one(self, kind: str) -> Json:
+        (found,) = [m for m in self.manifests if m["kind"] == kind]
+        return found
+
+
+def helm_template(cluster: Cluster, release: str, namespace: str, values: Path) -> str:
+    helm = cluster.bin_dir / "helm"
+    result = subprocess.run(
+        [str(helm), "template", release, str(CHART), "--namespace", namespace, "-f", str(values)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def kubectl_ok(cluster: Cluster, *args: str, input: str | None = None) -> str:
+    """kubectl that must succeed; a failure shows kubectl's own words."""
+    result = cluster.kubectl(*args, input=input, check=False)
+    assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
+    return result.stdout
+
+
+def create_namespace(cluster: Cluster, name: str) -> None:
+    cluster.kubectl("create", "namespace", name)
+    cluster.kubectl("label", "namespace", name, *(f"{k}={v}" for k, v in RESTRICTED.items()))
+
+
+def remove_optimizations(cluster: Cluster, namespace: str) -> None:
+    """Delete the ModelOptimizations (the operator drops its finalizer); if the operator
+    cannot, drop it by hand so the namespace can go."""
+    deleted = cluster.kubectl(
+        "delete", "mo", "--all", "-n", namespace, "--timeout=60s", check=False
+    )
+    if deleted.returncode == 0:
+        return
+    for item in get_json(cluster, "mo", "-n", namespace)["items"]:
+        cluster.kubectl(
+            "patch",
+            "mo",
+            item["metadata"]["name"],
+            "-n",
+            namespace,
+            "--type=merge",
+            "-p",
+            '{"metadata":{"finalizers":null}}',
+            check=False,
+        )
+
+
+@pytest.fixture(scope="module")
+def install(devcluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Install]:
+    suffix = uuid.uuid4().hex[:5]
+    release = f"dw{suffix}"
+    system, watched = f"t-chart-system-{suffix}", f"t-chart-ml-{suffix}"
+    for name in (system, watched):
+        create_namespace(devcluster, name)
+    workdir = tmp_path_factory.mktemp("chart")
+    rendered = workdir / "rendered.yaml"
+    try:
+        metrics_port = free_port()
+        values = workdir / "values.yaml"
+        values.write_text(
+            yaml.safe_dump(
+                {
+                    "watchNamespaces": [watched],
+                    # Pods share the host's network here: ports no other test uses.
+                    "operator": {
+                        "healthPort": free_port(),
+                        "extraArgs": [f"--resync-seconds={RESYNC_SECONDS}"],
+                    },
+                    "metrics": {"port": metrics_port},
+                    "image": {"repository": "registry.invalid/driftwarden", "tag": "e2e"},
+                }
+            )
+        )
+        rendered.write_text(helm_template(devcluster, release, system, values))
+        kubectl_ok(devcluster, "apply", "--server-side", "-f", str(CHART / "crds"))
+        kubectl_ok(
+            devcluster,
+            "wait",
+            "--for=condition=Established",
+            "crd/modeloptimizations.driftwarden.io",
+            "--timeout=60s",
+        )
+        kubectl_ok(devcluster, "apply", "-f", str(rendered))
+        manifests = [m for m in yaml.safe_load_all(rendered.read_text()) if m]
+        yield Install(release, system, watched, rendered, manifests, metrics_port)
+    finally:
+        remove_optimizations(devcluster, watched)
+        if rendered.exists():
+            devcluster.kubectl("delete", "-f", str(rendered), "--wait=false", check=False)
+        for name in (watched, system):
+            devcluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def operator_log(cluster: Cluster, install: Install) -> str:
+    result = cluster.kubectl(
+        "logs", "-n", install.system, f"deployment/{install.fullname}", check=False
+    )
+    return result.stdout + result.stderr
+
+
+def diagnose(cluster: Cluster, install: Install) -> str:
+    """What a failing test shows: the Pods, the events, the operator's log."""
+    namespaces = (install.system, install.watched)
+    pods = "".join(
+        cluster.kubectl("get", "pods", "-n", ns, "-o", "wide", check=False).stdout
+        for ns in namespaces
+    )
+    events = "".join(
+        cluster.kubectl("get", "events", "-n", ns, check=False).stdout for ns in namespaces
+    )
+    log = "\n".join(operator_log(cluster, install).splitlines()[-60:])
+    return f"pods:\n{pods}\nevents:\n{events}\noperator log:\n{log}"
+
+
+class OperatorCrashedError(AssertionError):
+    pass
+
+
+def crash_looping(pods: list[Json]) -> list[str]:
+    return [
+        f"{p['metadata']['name']}/{c['name']} restarted {c['restartCount']}x"
+        for p in pods
+        for c in p["status"].get("containerStatuses") or []
+        if c.get("restartCount", 0) >= 2
+    ]
+
+
+@pytest.fixture(scope="module")
+def running(devcluster: Cluster, install: Install) -> Install:
+    """The install, once its operator Deployment is available; a crash loop fails at once."""
+    selector = ",".join(
+        f"{k}={v}" for k, v in install.one("Deployment")["spec"]["selector"]["matchLabels"].items()
+    )
+
+    def available() -> bool | None:
+        deployment = get_json(devcluster, "deployment", "-n", install.system, install.fullname)
+        if (deployment.get("status") or {}).get("availableReplicas") == 1:
+            return True
+        pods = get_json(devcluster, "pods", "-n", install.system, "-l", selector)["items"]
+        if crashed := crash_looping(pods):
+            raise OperatorCrashedError(
+                f"the operator crash-loops ({crashed}):\n{diagnose(devcluster, install)}"
+            )
+        return None
+
+    try:
+        wait_for("the operator Deployment to be available", available, READY_TIMEOUT)
+    except OperatorCrashedError:
+        raise
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n{diagnose(devcluster, install)}") from None
+    return install
+
+
+def forbidden_lines(log: str) -> list[str]:
+    # Every refusal by RBAC says Forbidden: the apiserver's reason, kopf's APIForbiddenError
+    # and the kubernetes client's ApiException all carry the word.
+    return [line for line in log.splitlines() if re.search("forbidden", line, re.IGNORECASE)]
+
+
+def operator_pod(cluster: Cluster, install: Install) -> Json:
+    selector = ",".join(
+        f"{k}={v}" for k, v in install.one("Deployment")["spec"]["selector"]["matchLabels"].items()
+    )
+    pods = get_json(cluster, "pods", "-n", install.system, "-l", selector)["items"]
+    running_pods = [p for p in pods if p["status"].get("phase") == "Running"]
+    assert len(running_pods) == 1, [p["metadata"]["name"] for p in pods]
+    return dict(running_pods[0])
+
+
+def dry_run_pod(cluster: Cluster, namespace: str, pod: Json) -> subprocess.CompletedProcess[str]:
+    return cluster.kubectl(
+        "create",
+        "--dry-run=server",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        "-o",
+        "name",
+        input=json.dumps(pod),
+        check=False,
+    )
+
+
+def test_operator_pod_passes_restricted_pod_security(devcluster: Cluster, running: Install) -> None:
+    install = running
+    namespace = get_json(devcluster, "namespace", install.system)
+    assert RESTRICTED.items() <= namespace["metadata"]["labels"].items()
+    pod = operator_pod(devcluster, install)
+    spec = pod["spec"]
+    assert spec["serviceAccountName"] == install.fullname
+    ready = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
+    assert ready["Ready"] == "True"
+
+    # The admission plugin did check it: the same Pod with one restricted field undone is
+    # refused in this namespace, while the chart's own Pod spec is accepted.
+    template = install.one("Deployment")["spec"]["template"]
+    as_pod: Json = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": f"{install.fullname}-admission-check"},
+        "spec": copy.deepcopy(template["spec"]),
+    }
+    accepted = dry_run_pod(devcluster, install.system, as_pod)
+    assert accepted.returncode == 0, accepted.stderr
+    loosened = copy.deepcopy(as_pod)
+    del loosened["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"]
+    refused = dry_run_pod(devcluster, install.system, loosened)
+    assert refused.returncode != 0
+    assert 'violates PodSecurity "restricted:latest"' in refused.stderr
+    assert "allowPrivilegeEscalation" in refused.stderr
+
+
+def can_i(cluster: Cluster, install: Install, *args: str) -> bool:
+    account = f"system:serviceaccount:{install.system}:{install.fullname}"
+    result = cluster.kubectl("auth", "can-i", *args, "--as", account, check=False)
+    answer = result.stdout.strip()
+    assert answer in ("yes", "no"), result.stderr
+    return answer == "yes"
+
+
+def test_service_account_rights_are_the_least_that_work(
+    devcluster: Cluster, install: Install
+) -> None:
+    watched, other = install.watched, install.system
+    allowed = [
+        ("watch", "modeloptimizations.driftwarden.io", "-n", watched),
+        ("patch", "modeloptimizations.driftwarden.io", "-n", watched),
+        ("patch", "modeloptimizations.driftwarden.io", "--subresource=status", "-n", watched),
+        ("create", "jobs.batch", "-n", watched),
+        ("create", "configmaps", "-n", watched),
+        ("get", "pods", "--subresource=log", "-n", watched),
+        ("get", "persistentvolumeclaims", "-n", watched),
+        ("patch", "deployments.apps", "-n", watched),
+        ("create", "events", "-n", watched),
+        ("list", "customresourcedefinitions.apiextensions.k8s.io"),
+    ]
+    refused = [
+        ("get", "secrets", "-n", watched),  # no secrets at all
+        ("create", "deployments.apps", "-n", watched),  # patched, never created
+        ("delete", "deployments.apps", "-n", watched),
+        ("create", "modeloptimizations.driftwarden.io", "-n", watched),  # never writes spec
+        ("update", "modeloptimizations.driftwarden.io", "-n", watched),
+        ("create", "pods", "-n", watched),  # Jobs create Pods, not the operator
+        ("create", "jobs.batch", "-n", other),  # nothing outside the watched namespace
+        ("list", "modeloptimizations.driftwarden.io", "-n", other),
+        ("list", "jobs.batch", "--all-namespaces"),
+        ("create", "rolebindings.rbac.authorization.k8s.io", "-n", watched),
+        ("update", "customresourcedefinitions.apiextensions.k8s.io"),
+    ]
+    wrong = [a for a in allowed if not can_i(devcluster, install, *a)]
+    wrong += [r for r in refused if can_i(devcluster, install, *r)]
+    assert wrong == []
+
+
+def test_operator_reconciles_with_only_the_chart_rights(
+    devcluster: Cluster, running: Install
+) -> None:
+    install = running
+    example = example_dir()
+    artifacts = scratch_dir("chart-artifacts-")
+    manifest = mo_manifest(MO_NAME, install.watched, example_uris(example), f"file://{artifacts}")
+    kubectl_ok(devcluster, "apply", "-f", "-", input=manifest)
+    started = time.monotonic()
+    try:
+        status = wait_for(
+            "the run to be recorded",
+            finished_runs(devcluster, install.watched, MO_NAME, 1),
+            RUN_TIMEOUT,
+        )
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n{diagnose(devcluster, install)}") from None
+    elapsed = time.monotonic() - started
+    (run,) = status["runs"]
+    assert run["outcome"] == "Succeeded", (run, diagnose(devcluster, install))
+    assert (artifacts / MO_NAME / run["id"] / "MANIFEST").is_file()
+
+    # The Job ran under the chart's Job ServiceAccount, without an API token, and its Pod
+    # was admitted by the restricted profile (it ran to completion).
+    (job,) = jobs_of(devcluster, install.watched, MO_NAME)
+    pod_spec = job["spec"]["template"]["spec"]
+    assert pod_spec["serviceAccountName"] == install.job_service_account
+    assert pod_spec["automountServiceAccountToken"] is False
+    pods = get_json(
+        devcluster, "pods", "-n", install.watched, "-l", f"job-name={job['metadata']['name']}"
+    )["items"]
+    assert [p["status"]["phase"] for p in pods] == ["Succeeded"]
+    refusals = [
+        e
+        for e in get_json(devcluster, "events", "-n", install.watched)["items"]
+        if e["reason"] == "FailedCreate"
+    ]
+    assert refusals == []
+
+    # Nothing the operator did was refused by RBAC.
+    assert forbidden_lines(operator_log(devcluster, install)) == []
+    print(f"run recorded {elapsed:.1f} s after the apply")
+
+
+def test_prometheus_scrapes_the_installed_operator(
+    devcluster: Cluster, running: Install, module_prometheus: PrometheusServer
+) -> None:
+    """The metrics Service's port leads to the operator's /metrics, served from the Pod."""
+    install = running
+    service = get_json(devcluster, "service", "-n", install.system, f"{install.fullname}-metrics")
+    (port,) = service["spec"]["ports"]
+    assert port["port"] == install.metrics_port
+    pod = operator_pod(devcluster, install)
+    (container,) = pod["spec"]["containers"]
+    by_name = {p["name"]: p["containerPort"] for p in container["ports"]}
+    target = f"{pod['status']['podIP']}:{by_name[port['targetPort']]}"
+    module_prometheus.set_targets({"driftwarden": [target]})
+    module_prometheus.wait_up("driftwarden")
+    reconciles = module_prometheus.wait_query(
+        'driftwarden_reconcile_duration_seconds_count{job="driftwarden"}',
+        lambda r: len(r.samples) == 1,
+    )
+    assert reconciles.samples[0].labels["instance"] == target
+    # The operator-down alert's expression has nothing to say while it is scraped.
+    assert module_prometheus.client.query('absent(up{job="driftwarden"} == 1)').samples == []
