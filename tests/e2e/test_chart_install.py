@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 import yaml
@@ -38,11 +38,9 @@ from operator_process import (
     scratch_dir,
     wait_for,
 )
+from prometheus_server import PrometheusServer
 
 from devcluster.controlplane import Cluster
-
-if TYPE_CHECKING:  # the plugin module itself is imported by pytest (assertion rewriting)
-    from prometheus_fixture import PrometheusServer
 
 pytestmark = pytest.mark.e2e
 pytest_plugins = ["prometheus_fixture"]
