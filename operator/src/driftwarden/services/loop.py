@@ -54,7 +54,7 @@ from driftwarden.api.status import (
 )
 from driftwarden.builders import names
 from driftwarden.builders.job import Owner, build_job, build_task_configmap
-from driftwarden.builders.task import build_task, job_settings
+from driftwarden.builders.task import build_task, job_settings, spec_claims
 from driftwarden.config import OperatorConfig
 from driftwarden.k8s import ApiError, Kube
 from driftwarden.metrics import OperatorMetrics
@@ -400,6 +400,19 @@ class Loop:
         )
         if not due.due:
             return
+        model_uri = from_api.model_in_use(spec, status)
+        missing = [
+            claim
+            for claim in spec_claims(spec, model_uri)
+            if self.ctx.kube.get_pvc(self.namespace, claim) is None
+        ]
+        if missing:  # the Pod could not start; the user must create the claim
+            self.target_problem = (
+                Reason.PVC_NOT_FOUND,
+                f"PersistentVolumeClaim {', '.join(missing)} not found in namespace "
+                f"{self.namespace}: evaluations wait until it exists",
+            )
+            return
         sequence = (status.evaluation_count or 0) + 1
         run_id = names.run_id_for(self.ctx.owner.uid, sequence, prefix="e")
         task = build_task(
@@ -408,7 +421,7 @@ class Loop:
             name=self.name,
             run_id=run_id,
             kind=EVALUATE,
-            model_uri=from_api.model_in_use(spec, status),
+            model_uri=model_uri,
         )
         body = build_job(self.ctx.owner, task, job_settings(spec, self.ctx.config))
         job, created = self.ctx.kube.create_job(self.namespace, body)
@@ -622,6 +635,8 @@ class Loop:
         promoted = self.status.promoted
         if promoted is not None and promoted.run_id == approved:
             return
+        if any(r.id == approved and r.outcome == Outcome.ROLLED_BACK for r in self.status.runs):
+            return  # rolled back after its promotion: the Promoted condition says why
         found = from_api.passed_run(self.status, approved)
         if found is None:
             message = (
