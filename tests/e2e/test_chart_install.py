@@ -102,6 +102,13 @@ def kubectl_ok(cluster: Cluster, *args: str, input: str | None = None) -> str:
     return result.stdout
 
 
+def crd_established(cluster: Cluster) -> bool:
+    # Not `kubectl wait`: right after the create it fails on a CRD without status yet.
+    crd = get_json(cluster, "crd", "modeloptimizations.driftwarden.io")
+    conditions = (crd.get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+
 def create_namespace(cluster: Cluster, name: str) -> None:
     cluster.kubectl("create", "namespace", name)
     cluster.kubectl("label", "namespace", name, *(f"{k}={v}" for k, v in RESTRICTED.items()))
@@ -157,13 +164,7 @@ def install(devcluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> It
         )
         rendered.write_text(helm_template(devcluster, release, system, values))
         kubectl_ok(devcluster, "apply", "--server-side", "-f", str(CHART / "crds"))
-        kubectl_ok(
-            devcluster,
-            "wait",
-            "--for=condition=Established",
-            "crd/modeloptimizations.driftwarden.io",
-            "--timeout=60s",
-        )
+        wait_for("the CRD to be established", lambda: crd_established(devcluster), 60)
         kubectl_ok(devcluster, "apply", "-f", str(rendered))
         manifests = [m for m in yaml.safe_load_all(rendered.read_text()) if m]
         yield Install(release, system, watched, rendered, manifests, metrics_port)
