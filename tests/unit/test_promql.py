@@ -192,6 +192,12 @@ def test_route_prefix_is_kept(serve: Callable[..., FakePrometheus]) -> None:
     assert fake.received[0].path == "/prometheus/api/v1/query"
 
 
+def test_malformed_warnings_are_ignored(serve: Callable[..., FakePrometheus]) -> None:
+    fake = serve(lambda _q: ok("vector", [{"metric": {}, "value": [1, "2"]}], warnings=5))
+    result = PrometheusClient(fake.url).query("x")
+    assert (result.warnings, [s.value for s in result.samples]) == ([], [2.0])
+
+
 def test_query_result_keeps_labels_and_warnings(serve: Callable[..., FakePrometheus]) -> None:
     answer = ok(
         "vector",
@@ -225,6 +231,22 @@ def test_query_result_keeps_labels_and_warnings(serve: Callable[..., FakePrometh
         ),
         (ok("string", [1, "x"]), PrometheusReason.QUERY_FAILED, "returned a string"),
         (ok("vector", [{"metric": {}, "value": "bad"}]), PrometheusReason.QUERY_FAILED, "sample"),
+        (ok("vector", [{"metric": {}, "value": [1]}]), PrometheusReason.QUERY_FAILED, "sample"),
+        (
+            ok("vector", [{"metric": {}, "value": ["t", "1"]}]),
+            PrometheusReason.QUERY_FAILED,
+            "time",
+        ),
+        (
+            ok("vector", [{"metric": [1], "value": [1, "1"]}]),
+            PrometheusReason.QUERY_FAILED,
+            "labels",
+        ),
+        (ok("vector", ["x"]), PrometheusReason.QUERY_FAILED, "not a list of series"),
+        (ok("scalar", {"1": 1}), PrometheusReason.QUERY_FAILED, "sample"),
+        (ok("vector", None), PrometheusReason.QUERY_FAILED, "not a list of series"),
+        (ok("scalar", None), PrometheusReason.QUERY_FAILED, "sample"),
+        (Reply(body=b'{"status": "success"}'), PrometheusReason.QUERY_FAILED, "no data"),
         (
             Reply(
                 status=400,

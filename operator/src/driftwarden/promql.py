@@ -151,25 +151,24 @@ def _detail(text: str) -> str:
     return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 3] + "..."
 
 
-def _sample_value(raw: Any) -> float:
+def _sample(raw: Any, labels: Any) -> Sample:
     # The API sends [<unix time>, "<value>"]; the value is a string so NaN and Inf survive.
-    try:
-        return float(raw[1])
-    except (TypeError, ValueError, IndexError) as error:
+    if not (isinstance(raw, list) and len(raw) == 2):
         raise PrometheusError(
             PrometheusReason.QUERY_FAILED, f"a sample is not [time, value]: {_detail(str(raw))}"
-        ) from error
-
-
-def _sample(raw: Any, labels: Any) -> Sample:
-    value = _sample_value(raw)
+        )
     try:
-        timestamp = float(raw[0])
+        timestamp, value = float(raw[0]), float(raw[1])
     except (TypeError, ValueError) as error:
         raise PrometheusError(
-            PrometheusReason.QUERY_FAILED, f"a sample has no valid time: {_detail(str(raw))}"
+            PrometheusReason.QUERY_FAILED,
+            f"a sample has no valid time or value: {_detail(str(raw))}",
         ) from error
-    names = {str(k): str(v) for k, v in (labels or {}).items()}
+    if not isinstance(labels, dict):
+        raise PrometheusError(
+            PrometheusReason.QUERY_FAILED, f"a series has no labels object: {_detail(str(labels))}"
+        )
+    names = {str(k): str(v) for k, v in labels.items()}
     return Sample(labels=names, timestamp=timestamp, value=value)
 
 
@@ -303,15 +302,17 @@ class PrometheusClient:
             raise PrometheusError(PrometheusReason.QUERY_FAILED, "the answer has no data")
         result_type = str(data.get("resultType"))
         result = data.get("result")
-        warnings = [str(w) for w in payload.get("warnings") or []]
+        listed = payload.get("warnings")
+        warnings = [str(w) for w in listed] if isinstance(listed, list) else []
         if result_type == "scalar":
             return QueryResult(result_type, [_sample(result, {})], warnings)
-        if result_type == "vector" and isinstance(result, list):
-            samples = [
-                _sample(item.get("value"), item.get("metric"))
-                for item in result
-                if isinstance(item, dict)
-            ]
+        if result_type == "vector":
+            if not isinstance(result, list) or not all(isinstance(i, dict) for i in result):
+                raise PrometheusError(
+                    PrometheusReason.QUERY_FAILED,
+                    f"the answer's vector is not a list of series: {_detail(str(result))}",
+                )
+            samples = [_sample(item.get("value"), item.get("metric", {})) for item in result]
             return QueryResult(result_type, samples, warnings)
         raise PrometheusError(
             PrometheusReason.QUERY_FAILED,
