@@ -312,9 +312,22 @@ def test_slow_server_times_out(serve: Callable[..., FakePrometheus]) -> None:
     assert fake.received[0].form["timeout"] == "0.3s"
 
 
-def test_not_http_url() -> None:
-    error = error_of(lambda: serving_latency("ftp://x:1", "q"))
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://x:1",
+        "http://",
+        "http://[::1",
+        "http://host:notaport/",
+        "https://127.0.0.1:99999",
+        "http://a\x00b",
+        "http:// spaces",
+    ],
+)
+def test_not_a_usable_url(url: str) -> None:
+    error = error_of(lambda: serving_latency(url, "q"))
     assert error.reason == PrometheusReason.UNREACHABLE
+    assert "not a valid" in error.message
 
 
 def test_timeout_must_be_positive() -> None:

@@ -121,12 +121,28 @@ class ServingLatency:
 
 def redact_url(url: str) -> str:
     """The URL without user:password@ and without its query string, for messages."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    netloc = host + (f":{parts.port}" if parts.port is not None else "")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        if ":" in host:  # IPv6 literal
+            host = f"[{host}]"
+        netloc = host + (f":{parts.port}" if parts.port is not None else "")
+    except ValueError:  # a bad port or bracket: show nothing that could be a secret
+        return f"{url.split(':', 1)[0][:10]}://(not a valid URL)"
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _check_url(url: str) -> None:
+    bad = f"not a valid http(s) URL: {redact_url(url)}"
+    if not url.startswith(("http://", "https://")) or any(c.isspace() for c in url):
+        raise PrometheusError(PrometheusReason.UNREACHABLE, bad)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        _ = parts.port  # raises for a port that is not a number in range
+    except ValueError:
+        raise PrometheusError(PrometheusReason.UNREACHABLE, bad) from None
+    if not parts.hostname or any(ord(c) < 32 for c in url):
+        raise PrometheusError(PrometheusReason.UNREACHABLE, bad)
 
 
 class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
@@ -177,10 +193,7 @@ class PrometheusClient:
     VictoriaMetrics all serve ``/api/v1/query``)."""
 
     def __init__(self, base_url: str, settings: ClientSettings | None = None) -> None:
-        if not base_url.startswith(("http://", "https://")):
-            raise PrometheusError(
-                PrometheusReason.UNREACHABLE, f"not an http(s) URL: {redact_url(base_url)}"
-            )
+        _check_url(base_url)
         self.base_url = base_url.rstrip("/")
         self.settings = settings or ClientSettings()
         handlers: list[urllib.request.BaseHandler] = [_RefuseRedirects()]
