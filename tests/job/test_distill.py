@@ -101,7 +101,7 @@ def test_the_coreset_replaces_the_training_rows_with_a_balanced_fraction(
     assert outcome.ctx.validation is ctx.validation
     assert outcome.ctx.holdout is ctx.holdout
     assert outcome.model is trained
-    assert outcome.notes["space"] == ("none" if method == "random" else "embedding")
+    assert outcome.notes["space"] == ("none" if method == "random" else "features")
 
 
 @pytest.mark.parametrize("method", ["herding", "kcenter"])
@@ -140,9 +140,28 @@ def test_a_model_trained_on_the_herding_coreset_still_learns(
     assert training.accuracy(fresh, ctx.holdout, CPU) > 0.85
 
 
-def test_a_model_without_linear_or_conv_layers_selects_in_feature_space(
+def image_ctx(ctx: StageContext) -> StageContext:
+    """The same rows as 1x8x8 images."""
+    train = ctx.train
+    images = Table(train.X.reshape(-1, 1, 8, 8), train.y, [], train.source)
+    return StageContext(
+        CPU, 0, images, ctx.validation, ctx.holdout, ctx.log, zoo.SMALL_CNN_FACTORY, {}
+    )
+
+
+def test_images_are_selected_in_the_space_the_classifier_sees(ctx: StageContext) -> None:
+    torch.manual_seed(0)
+    cnn = zoo.small_cnn(1, 10, 8, channels=[8, 16, 16], hidden=16)
+    outcome = apply_stage(DistillStage(method="herding", fraction_percent=10), cnn, image_ctx(ctx))
+    assert outcome.notes["space"] == "embedding"
+    assert outcome.ctx.train.sample_shape == [1, 8, 8]
+    assert len(outcome.ctx.train) == 120
+
+
+def test_images_fall_back_to_pixels_for_a_model_without_linear_or_conv_layers(
     ctx: StageContext,
 ) -> None:
-    outcome = apply_stage(DistillStage(method="kcenter", fraction_percent=10), nn.Identity(), ctx)
+    stage = DistillStage(method="kcenter", fraction_percent=10)
+    outcome = apply_stage(stage, nn.Identity(), image_ctx(ctx))
     assert outcome.notes["space"] == "features"
     assert len(outcome.ctx.train) == 120

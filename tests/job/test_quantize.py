@@ -162,3 +162,16 @@ def test_restore_refuses_a_layer_that_is_not_linear(trained: nn.Module) -> None:
     tensors, block = quantize.export_state(model)
     with pytest.raises(ValueError, match=r"not an nn\.Linear"):
         quantize.restore(zoo.mlp(**KWARGS), tensors, {**block, "layers": ["1"]})
+
+
+def test_the_float_fallback_of_int8_layers_computes_the_same_product(
+    ctx: StageContext, trained: nn.Module, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CUDA falls back to this path for shapes its int8 GEMM refuses; check it here."""
+    model, _ = quantize.quantize_int8(trained)
+    x = torch.from_numpy(ctx.train.X[:32])
+    with torch.inference_mode():
+        integer = model(x)
+        monkeypatch.setattr(quantize, "_int_mm_fits", lambda rows, weight: False)
+        fallback = model(x)
+    torch.testing.assert_close(fallback, integer, rtol=1e-4, atol=1e-5)

@@ -10,7 +10,9 @@ coreset keeps the label prior) and deterministic:
 - ``random``: a stratified random sample, the baseline the other two must beat.
 
 Both greedy loops do one matrix-vector product per chosen point (O(n_c * d)), using
-||a - b||^2 = ||a||^2 - 2 a.b + ||b||^2, so 10^5 rows select in seconds.
+||a - b||^2 = ||a||^2 - 2 a.b + ||b||^2, so 10^5 rows select in seconds. They run with one
+BLAS thread: thousands of small products gain nothing from threads, and on a busy machine
+OpenBLAS's threads made the same selection 10-40x slower (bench/RESULTS.md, "Coreset").
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 Method = Literal["herding", "kcenter", "random"]
 
@@ -106,22 +109,36 @@ def select(
     flat = features.reshape(features.shape[0], -1)
     rng = np.random.default_rng(seed)
     picked: list[np.ndarray] = []
-    for label, quota in class_quotas(y, fraction).items():
-        members = np.flatnonzero(y == label)
-        if quota >= members.size:
-            local = np.arange(members.size)
-        elif method == "random":
-            local = rng.choice(members.size, size=quota, replace=False)
-        elif method == "herding":
-            local = herding_order(flat[members], quota)
-        elif method == "kcenter":
-            local = kcenter_order(flat[members], quota)
-        else:
-            raise ValueError(f"unknown coreset method {method!r}")
-        picked.append(members[local])
+    with threadpool_limits(limits=1, user_api="blas"):
+        for label, quota in class_quotas(y, fraction).items():
+            picked.append(_select_class(method, flat, y, label, quota, rng))
     if not picked:
         return np.empty(0, dtype=np.int64)
     return np.sort(np.concatenate(picked))
+
+
+def _select_class(
+    method: Method,
+    flat: np.ndarray,
+    y: np.ndarray,
+    label: int,
+    quota: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Row indices (into ``flat``) of the ``quota`` rows of class ``label`` to keep."""
+    members = np.flatnonzero(y == label)
+    if quota >= members.size:
+        return members
+    if method == "random":
+        local = rng.choice(members.size, size=quota, replace=False)
+    elif method == "herding":
+        local = herding_order(flat[members], quota)
+    elif method == "kcenter":
+        local = kcenter_order(flat[members], quota)
+    else:
+        raise ValueError(f"unknown coreset method {method!r}")
+    chosen: np.ndarray = members[local]
+    return chosen
 
 
 def standardize(features: np.ndarray) -> np.ndarray:
