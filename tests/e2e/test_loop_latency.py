@@ -244,3 +244,88 @@ spec:
         "TemporaryFixReverted",
     ):
         assert reason in reasons, (reason, reasons, describe(devcluster, namespace, NAME))
+
+
+def test_an_expired_fix_is_reverted_and_not_applied_again_during_the_same_breach(
+    devcluster: Cluster,
+    namespace: str,
+    operators: list[OperatorProcess],
+    tmp_path: Path,
+) -> None:
+    root, data = slow_model_and_data()
+    model = f"file://{root}/model"
+    apply_yaml(devcluster, namespace, serving_deployment(model, name=SERVER))
+    apply_yaml(
+        devcluster,
+        namespace,
+        f"""
+apiVersion: driftwarden.io/v1alpha1
+kind: ModelOptimization
+metadata: {{name: {NAME}}}
+spec:
+  model: {{uri: "{model}"}}
+  data:
+    reference: "file://{data}/reference.npz"
+    current: "file://{data}/current.npz"
+    holdout: "file://{data}/holdout.npz"
+  artifacts: {{uri: "file://{root}/artifacts"}}
+  target: {{deployment: {SERVER}}}
+  pipeline:
+    - quantize: {{mode: int8}}
+  gates: {{minSpeedupPercent: 1000}}
+  triggers:
+    latency: {{p95Ms: 1, batchSize: 32}}
+    maxRunsPerDay: 1
+  temporaryFix: {{cpuPercent: 200, memoryPercent: 100, expiresAfter: 20s}}
+  monitoring:
+    interval: 10s
+    latency: {{batchSizes: [32], warmup: 2, iterations: 10}}
+  job:
+    resources: {{cpu: 500m, memory: 1Gi}}
+""",
+    )
+    operator = start_loop_operator(devcluster, namespace, operators, tmp_path)
+    applied = wait_status(
+        "the temporary fix",
+        devcluster,
+        namespace,
+        NAME,
+        lambda s: (s.get("temporaryFix") or {}).get("active") is True,
+        operator,
+    )
+    cpu_only = {"requests": {"cpu": "1"}, "limits": {"cpu": "2"}}
+    assert applied["temporaryFix"]["applied"] == [{"container": "server", **cpu_only}]
+    assert container_of(deployment(devcluster, namespace, SERVER))["resources"] == {
+        "requests": {"cpu": "1", "memory": "256Mi"},
+        "limits": {"cpu": "2", "memory": "512Mi"},
+    }
+
+    expired = wait_status(
+        "the expiry",
+        devcluster,
+        namespace,
+        NAME,
+        lambda s: condition(s, "TemporaryFixActive").get("reason") == "FixExpired",
+        operator,
+    )
+    assert expired["temporaryFix"]["active"] is False
+    assert container_of(deployment(devcluster, namespace, SERVER))["resources"] == ORIGINAL
+    # The breach goes on (the run's candidate cannot pass a 11x speed gate), yet the fix
+    # stays off: it expired during this breach.
+    later = wait_status(
+        "two more evaluations",
+        devcluster,
+        namespace,
+        NAME,
+        lambda s: (
+            s.get("evaluationCount", 0) >= expired.get("evaluationCount", 0) + 2
+            and not s.get("activeEvaluation")
+        ),
+        operator,
+    )
+    assert condition(later, "LatencyWithinSLO")["status"] == "False"
+    assert condition(later, "TemporaryFixActive")["reason"] == "FixExpired"
+    assert later["temporaryFix"]["active"] is False
+    assert container_of(deployment(devcluster, namespace, SERVER))["resources"] == ORIGINAL
+    reasons = event_reasons(devcluster, namespace, NAME)
+    assert reasons.count("TemporaryFixApplied") == 1 and reasons.count("TemporaryFixReverted") == 1
