@@ -5,6 +5,7 @@ model and data, a per-test artifacts directory, and the operators a test started
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,12 +20,23 @@ PROJECT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def mo_crd(devcluster: Cluster) -> None:
     devcluster.kubectl("apply", "-f", str(PROJECT / "crds"))
-    devcluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "crd/modeloptimizations.driftwarden.io",
-        "--timeout=60s",
-    )
+    # Polled rather than `kubectl wait`, which failed at once now and then on a cluster
+    # that had just started (before its discovery settled).
+    jsonpath = '{.status.conditions[?(@.type=="Established")].status}'
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        got = devcluster.kubectl(
+            "get",
+            "customresourcedefinition",
+            "modeloptimizations.driftwarden.io",
+            "-o",
+            f"jsonpath={jsonpath}",
+            check=False,
+        )
+        if got.stdout.strip() == "True":
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the CRD is not Established: {got.stdout} {got.stderr}")
 
 
 @pytest.fixture(scope="module")
