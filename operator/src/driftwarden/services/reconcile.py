@@ -294,7 +294,7 @@ class ReconcilePass:
             self.namespace,
             meta["name"],
             {
-                "metadata": {"annotations": {names.RESUMED_ANNOTATION: cond_time(self.now)}},
+                "metadata": {"annotations": {names.RESUMED_ANNOTATION: _rfc3339(self.now)}},
                 "spec": {"suspend": False},
             },
         )
@@ -591,5 +591,5 @@ class NameConflictError(Exception):
     """An object with the name of ours exists and is not ours."""
 
 
-def cond_time(moment: datetime) -> str:
+def _rfc3339(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
