@@ -24,17 +24,14 @@ converges to the same state.
 
 from __future__ import annotations
 
-import json
 import logging
-import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final, Literal
 
-from driftwarden import k8s
+from driftwarden import k8s, promql
 from driftwarden.api import conditions as cond
 from driftwarden.api.conditions import ConditionType, Reason
 from driftwarden.api.spec import ModelOptimizationSpec
@@ -74,7 +71,6 @@ Emit = Callable[[EventType, str, str], None]
 
 EVALUATE: Final = "evaluate"
 GUARDED_PATCH_ATTEMPTS: Final = 5
-PROMETHEUS_TIMEOUT_SECONDS: Final = 5.0
 # Reasons of our own (CamelCase, for events and conditions).
 APPROVAL_INVALID: Final = "ApprovalInvalid"
 TARGET_WRITE_FAILED: Final = "TargetWriteFailed"
@@ -204,7 +200,7 @@ class Loop:
         spec, status = self.spec, self.status
         previous = status.last_evaluation
         metrics = result.baseline or contract.ModelMetrics()
-        latency, latency_note = self._latency(metrics)
+        latency, latency_error = self._latency(metrics)
         accuracy = None if metrics.accuracy is None else round(metrics.accuracy * 100, 4)
         drift = spec.triggers.drift
         threshold = Decimal(drift.threshold) if drift else None
@@ -223,14 +219,24 @@ class Loop:
             drifted_features=result.drifted_features[:64],
             latency=latency,
             accuracy_percent=accuracy,
-            message=latency_note,
+            message=(
+                f"Serving latency: {latency_error.message}" if latency_error is not None else None
+            ),
         )
         status.last_evaluation = evaluation
         status.consecutive_drift_windows = (
             (status.consecutive_drift_windows or 0) + 1 if drifting else 0
         )
         self._set_drift_condition(evaluation)
-        self._set_latency_condition(evaluation)
+        if latency_error is not None and self.spec.triggers.latency is not None:
+            self._set(
+                ConditionType.LATENCY_WITHIN_SLO,
+                "Unknown",
+                latency_error.reason,
+                f"The serving latency could not be read from Prometheus: {latency_error.message}",
+            )
+        else:
+            self._set_latency_condition(evaluation)
         self.ctx.metrics.record_evaluation(
             self.namespace,
             self.name,
@@ -283,20 +289,30 @@ class Loop:
             )
         self._emit("Warning", Reason.EVALUATION_FAILED, f"Evaluation {active.id} failed: {message}")
 
-    def _latency(self, metrics: contract.ModelMetrics) -> tuple[LatencySummary | None, str | None]:
-        batch = from_api.latency_batch(self.spec)
+    def _latency(
+        self, metrics: contract.ModelMetrics
+    ) -> tuple[LatencySummary | None, promql.PrometheusError | None]:
+        """The latency the SLO is about: serving latency from Prometheus when the spec names
+        a query, else the evaluation's own benchmark at the SLO's batch size."""
         prometheus = self.spec.monitoring.prometheus
         if prometheus is not None:
             try:
-                seconds = query_prometheus(prometheus.url, prometheus.query)
-            except (OSError, ValueError) as error:
-                return None, f"Prometheus query failed: {error}"
-            if seconds is None:
-                return None, "Prometheus returned no sample for the latency query."
-            return LatencySummary(source="Prometheus", p95_ms=round(seconds * 1000, 4)), None
+                serving = promql.serving_latency(prometheus.url, prometheus.query)
+            except promql.PrometheusError as error:
+                return None, error
+            return (
+                LatencySummary(
+                    source="Prometheus",
+                    p50_ms=serving.p50_ms,
+                    p95_ms=serving.p95_ms,
+                    p99_ms=serving.p99_ms,
+                ),
+                None,
+            )
+        batch = from_api.latency_batch(self.spec)
         values = {q: metrics.latency_ms.get(latency_key(batch, q)) for q in ("p50", "p95", "p99")}
         if values["p95"] is None:
-            return None, f"The evaluation measured no p95 latency at batch {batch}."
+            return None, None
         return (
             LatencySummary(
                 source="Benchmark",
@@ -890,24 +906,6 @@ class Loop:
 
 
 # ---- module helpers ---------------------------------------------------------------------
-
-
-def query_prometheus(url: str, query: str) -> float | None:
-    """One instant query; the first sample's value (seconds), or None for an empty result."""
-    endpoint = url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": query})
-    if not endpoint.startswith(("http://", "https://")):
-        raise ValueError(f"not an http(s) URL: {url}")
-    with urllib.request.urlopen(endpoint, timeout=PROMETHEUS_TIMEOUT_SECONDS) as response:  # noqa: S310 - scheme checked above
-        payload = json.load(response)
-    if payload.get("status") != "success":
-        raise ValueError(f"Prometheus answered {payload.get('error') or payload.get('status')}")
-    data = payload.get("data") or {}
-    if data.get("resultType") == "scalar":
-        return float(data["result"][1])
-    results = data.get("result") or []
-    if not results:
-        return None
-    return float(results[0]["value"][1])
 
 
 def _task_of(job: Json) -> contract.Task:
