@@ -10,6 +10,8 @@ Credentials: in-cluster when running in a Pod, else KUBECONFIG / ~/.kube/config.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -29,6 +31,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not config.verbose:
         # The kubernetes client logs every request at DEBUG; keep INFO readable.
         logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    # kopf names itself after getpass.getuser() unless POD_ID is set, and that fails for
+    # a uid with no passwd entry (65532 in the restricted images): use the Pod's name.
+    os.environ.setdefault(
+        "POD_ID", os.environ.get("POD_NAME") or f"driftwarden@{socket.gethostname()}/{os.getpid()}"
+    )
     registry = kopf.OperatorRegistry()
     handlers.register(registry, config)
     kopf.run(

@@ -53,6 +53,11 @@ def apply(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
         f"{names.MANAGED_BY_LABEL}={names.MANAGED_BY}"
     )
 
+    if config.namespaces and not config.clusterwide:
+        # Exact namespaces need no cluster-wide namespace scan (which would be refused
+        # by the namespaced RBAC the chart grants in that mode).
+        settings.scanning.disabled = True
+
     settings.peering.name = config.peering_name
     settings.peering.priority = config.peering_priority
     # settings.peering.clusterwide follows kopf's own --namespace/--all-namespaces.
