@@ -636,9 +636,14 @@ class Loop:
     # ---- the target: approvals and the temporary fix --------------------------------------
 
     def maintain_target(self) -> None:
+        """Every pass: the target exists (else Ready=False says so), an approved Manual
+        candidate is promoted, the temporary fix is applied, kept or reverted."""
+        if cond.get_condition(self.status.conditions, ConditionType.PROMOTED) is None:
+            self._set(ConditionType.PROMOTED, "False", Reason.NO_CANDIDATE, "No candidate yet.")
         if self.spec.target is None:
             return
         try:
+            self._target()
             self._promote_approved()
             self._temporary_fix()
         except TargetUnavailableError as error:
@@ -697,6 +702,16 @@ class Loop:
             self._apply_fix(settings, decision.reason)
         elif decision.action == "Revert":
             self._revert_fix(decision.revert_reason or "Disabled", decision.reason)
+        elif decision.action == "Nothing" and latency is not None and not latency.breached:
+            current = cond.get_condition(status.conditions, ConditionType.TEMPORARY_FIX_ACTIVE)
+            # Keep the story of the last fix (reverted, expired); replace only "nothing yet".
+            if current is None or current.reason in (Reason.NOT_EVALUATED, Reason.FIX_DISABLED):
+                self._set(
+                    ConditionType.TEMPORARY_FIX_ACTIVE,
+                    "False",
+                    Reason.FIX_NOT_NEEDED,
+                    "The latency SLO is met: no temporary fix is needed.",
+                )
 
     def _latency_reading(self) -> temporary_fix.LatencyReading | None:
         last = self.status.last_evaluation
