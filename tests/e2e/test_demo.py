@@ -1,0 +1,95 @@
+"""`make demo` in its reduced mode (`python -m devcluster.demo --ci`), on its own devcluster.
+
+The demo brings up a cluster in its own state directory, so this test does not use the
+session's devcluster. After it ends, the test reads the cluster itself: what the demo
+printed must be what happened.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from devcluster import demo_manifests as m
+from devcluster.controlplane import Cluster
+
+pytestmark = pytest.mark.e2e
+
+PROJECT = Path(__file__).resolve().parents[2]
+DEMO_TIMEOUT = 1500  # seconds; the reduced demo takes a few minutes on two cores
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, str, int]]:
+    state = tmp_path_factory.mktemp("demo") / "state"
+    cluster = Cluster(state)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "devcluster.demo", "--ci", "--state-dir", str(state)],
+            cwd=PROJECT,
+            capture_output=True,
+            text=True,
+            timeout=DEMO_TIMEOUT,
+            check=False,
+        )
+        output = result.stdout + result.stderr
+        print(output)  # shown by pytest when an assertion below fails
+        yield cluster, output, result.returncode
+    finally:
+        cluster.down()
+
+
+def _get(cluster: Cluster, *args: str) -> Any:
+    return json.loads(cluster.kubectl("-n", m.NAMESPACE, "get", *args, "-o", "json").stdout)
+
+
+def _container(cluster: Cluster) -> dict[str, Any]:
+    deployment = _get(cluster, "deployment", m.SERVING)
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return dict(container)
+
+
+def test_the_demo_shows_every_step(demo: tuple[Cluster, str, int]) -> None:
+    _, output, code = demo
+    assert code == 0, output[-4000:]
+    assert "NOT SHOWN" not in output
+    for step in range(1, 13):
+        assert f"==> [{step}/12]" in output
+    assert "exactly the original values" in output
+    assert "Tear down: make demo-down" in output
+
+
+def test_the_cluster_shows_what_the_demo_said(demo: tuple[Cluster, str, int]) -> None:
+    cluster, output, code = demo
+    assert code == 0, output[-4000:]
+    status = _get(cluster, "mo", m.MO_NAME)["status"]
+    outcomes = {run["trigger"]: run["outcome"] for run in status["runs"]}
+    assert outcomes.get("Latency") == "Promoted", status["runs"]
+    assert outcomes.get("Drift") == "Promoted", status["runs"]
+    drift_run = next(r for r in status["runs"] if r["trigger"] == "Drift")
+    # The retrained model is better on the shifted holdout than the one it replaced.
+    assert drift_run["candidate"]["accuracyPercent"] > drift_run["baseline"]["accuracyPercent"]
+    # Promotion pointed the Deployment at the last run's model; the fix is gone and the
+    # resources are exactly those of examples/serving/deployment.yaml.
+    container = _container(cluster)
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MODEL_URI"] == status["promoted"]["current"] == drift_run["artifactUri"]
+    assert status["temporaryFix"]["active"] is False
+    manifest = yaml.safe_load((PROJECT / "examples/serving/deployment.yaml").read_text())
+    (original,) = manifest["spec"]["template"]["spec"]["containers"]
+    assert container["resources"] == original["resources"]
+    events = _get(
+        cluster,
+        "events",
+        "--field-selector",
+        f"involvedObject.name={m.MO_NAME},involvedObject.kind=ModelOptimization",
+    )
+    reasons = {e["reason"] for e in events["items"]}
+    assert {"TemporaryFixApplied", "TemporaryFixReverted", "Promoted"} <= reasons, reasons
