@@ -365,7 +365,21 @@ class Demo:
         say("clients now send shifted digits; the model in use gets many wrong:")
         self.serving_traffic(shifted=True)
 
+    def _operator_log_tail(self, lines: int = 20) -> None:
+        """The operator's last log lines that say something (not timers and probes)."""
+        command(f"kubectl -n {m.OPERATOR_NAMESPACE} logs deploy/{m.RELEASE}")
+        log = self.kube.kubectl(
+            "-n", m.OPERATOR_NAMESPACE, "logs", f"deploy/{m.RELEASE}", "--tail=400", check=False
+        )  # fmt: skip
+        telling = [
+            line
+            for line in log.splitlines()
+            if "Timer 'resync' succeeded" not in line and "GET /healthz" not in line
+        ]
+        indented("\n".join(telling[-lines:]) or "(empty)")
+
     def report(self, failed: bool) -> None:
+        self.progress.number = STEPS - 1  # the report is the last step, even after a failure
         self.progress.step("Report (from the ModelOptimization's status)")
         status = self.status()
         header = ["run", "why", "outcome", "accuracy", f"p95 ms b{self.latency_batch}",
@@ -445,17 +459,7 @@ class Demo:
                 f"\n    demo: step {self.progress.number} could not be shown: {error}", flush=True
             )
             self.events.show_new()
-            command(f"kubectl -n {m.OPERATOR_NAMESPACE} logs deploy/{m.RELEASE} --tail=20")
-            indented(
-                self.kube.kubectl(
-                    "-n",
-                    m.OPERATOR_NAMESPACE,
-                    "logs",
-                    f"deploy/{m.RELEASE}",
-                    "--tail=20",
-                    check=False,
-                )
-            )
+            self._operator_log_tail()
         try:
             self.report(failed)
         except RuntimeError as error:
