@@ -1,0 +1,405 @@
+"""Evaluations: the evaluate Job every spec.monitoring.interval, and what it measured.
+
+An evaluation measures the model in use (the promoted one, else spec.model) on the holdout,
+the drift of the current data against the reference, and latency - from its own benchmark
+or, with spec.monitoring.prometheus, the serving latency from Prometheus. Its result goes
+to status.lastEvaluation, the DriftDetected and LatencyWithinSLO conditions, the drift
+streak (status.consecutiveDriftWindows) and the metrics. One at a time, none while
+suspended (policy.schedule); the Job is named after status.evaluationCount + 1, so a Job
+created just before a crash is adopted (409), never duplicated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Final
+
+from driftwarden import promql
+from driftwarden.api import conditions as cond
+from driftwarden.api.conditions import ConditionType, Reason
+from driftwarden.api.status import (
+    ActiveEvaluation,
+    Evaluation,
+    LatencySummary,
+    ModelOptimizationStatus,
+)
+from driftwarden.builders import names
+from driftwarden.builders.job import build_job, build_task_configmap
+from driftwarden.builders.task import build_task, job_settings, spec_claims
+from driftwarden.policy import from_api
+from driftwarden.policy.gates import latency_key
+from driftwarden.policy.schedule import evaluation_due
+from driftwarden.services import jobs as job_state
+from driftwarden.services.loop_context import Json, LoopStep, parse_time, rfc3339
+from optimizer_job import contract
+
+EVALUATE: Final = "evaluate"
+# lastEvaluation.message of an evaluation without numbers.
+BAD_INPUT_PREFIX: Final = "The evaluation refused its input: "
+FAILED_PREFIX: Final = "The evaluation failed: "
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """An evaluation just written to status.lastEvaluation, and the one it replaced."""
+
+    previous: Evaluation | None
+    evaluation: Evaluation
+
+
+def bad_input(status: ModelOptimizationStatus) -> tuple[str, str] | None:
+    """Ready=False while the latest evaluation refused its input (until one succeeds)."""
+    last = status.last_evaluation
+    if last is not None and last.message and last.message.startswith(BAD_INPUT_PREFIX):
+        return Reason.EVALUATION_FAILED, last.message
+    return None
+
+
+class Evaluations(LoopStep):
+    def follow(self) -> Recorded | None:
+        """Record the active evaluation once its Job has finished; LatencyWithinSLO follows
+        the current SLO also between evaluations (the user may have just changed it)."""
+        last = self.status.last_evaluation
+        if last is not None and last.latency is not None:
+            self._set_latency_condition(last)
+        active = self.status.active_evaluation
+        if active is None:
+            return None
+        job = self.ctx.kube.get_job(self.namespace, active.job_name)
+        if job is None or not self._owns(job, active.id):
+            self.status.active_evaluation = None
+            self._emit(
+                "Warning",
+                "EvaluationLost",
+                f"Evaluation Job {active.job_name} disappeared before its result was read; "
+                "the next evaluation starts on schedule.",
+            )
+            return None
+        if not job_state.is_finished(job):
+            self._ensure_started(job)
+            return None
+        meta = job["metadata"]
+        pods = self.ctx.kube.list_job_pods(self.namespace, meta["name"], meta["uid"])
+        outcome = job_state.outcome(job, pods)
+        self.status.active_evaluation = None
+        started = parse_time(outcome.started_at) or active.started_at or self.now
+        model_uri = _task_of(job).model_uri
+        result = outcome.result
+        previous = self.status.last_evaluation
+        if outcome.phase == "Succeeded" and result is not None and result.ok:
+            self._record_evaluation(active, started, model_uri, result)
+        else:
+            self._record_failed_evaluation(active, started, model_uri, outcome)
+        assert self.status.last_evaluation is not None
+        return Recorded(previous=previous, evaluation=self.status.last_evaluation)
+
+    def _record_evaluation(
+        self,
+        active: ActiveEvaluation,
+        started: datetime,
+        model_uri: str,
+        result: contract.CompactResult,
+    ) -> None:
+        spec, status = self.spec, self.status
+        metrics = result.baseline or contract.ModelMetrics()
+        latency, latency_error = self._latency(metrics)
+        accuracy = None if metrics.accuracy is None else round(metrics.accuracy * 100, 4)
+        drift = spec.triggers.drift
+        threshold = Decimal(drift.threshold) if drift else None
+        if result.drift_score is not None and threshold is not None:
+            drifting: bool | None = Decimal(repr(result.drift_score)) > threshold
+        else:
+            drifting = result.drift_detected
+        evaluation = Evaluation(
+            id=active.id,
+            time=started,
+            job_name=active.job_name,
+            model_uri=model_uri,
+            drift_metric=drift.metric if drift else None,
+            drift_score=result.drift_score,
+            drift_detected=drifting,
+            drifted_features=result.drifted_features[:64],
+            latency=latency,
+            accuracy_percent=accuracy,
+            message=(
+                f"Serving latency: {latency_error.message}" if latency_error is not None else None
+            ),
+        )
+        status.last_evaluation = evaluation
+        status.consecutive_drift_windows = (
+            (status.consecutive_drift_windows or 0) + 1 if drifting else 0
+        )
+        self._set_drift_condition(evaluation)
+        if latency_error is not None and self.spec.triggers.latency is not None:
+            self._set(
+                ConditionType.LATENCY_WITHIN_SLO,
+                "Unknown",
+                latency_error.reason,
+                f"The serving latency could not be read from Prometheus: {latency_error.message}",
+            )
+        else:
+            self._set_latency_condition(evaluation)
+        self.ctx.metrics.record_evaluation(
+            self.namespace,
+            self.name,
+            drift_score=result.drift_score,
+            drifted_features=len(result.drifted_features)
+            if result.drift_score is not None
+            else None,
+            drift_detected=drifting,
+            latency_ms={
+                key: value
+                for key, value in (
+                    ("p50", latency.p50_ms if latency else None),
+                    ("p95", latency.p95_ms if latency else None),
+                    ("p99", latency.p99_ms if latency else None),
+                )
+                if value is not None
+            },
+            accuracy=metrics.accuracy,
+            timestamp=started.timestamp(),
+        )
+        self._emit(
+            "Normal", "Evaluated", f"Evaluation {active.id} of {model_uri}: {_summary(evaluation)}."
+        )
+
+    def _record_failed_evaluation(
+        self,
+        active: ActiveEvaluation,
+        started: datetime,
+        model_uri: str,
+        outcome: job_state.JobOutcome,
+    ) -> None:
+        """A failed evaluation has no numbers: lastEvaluation says so instead of keeping
+        older numbers under a newer time. The drift streak is neither advanced nor broken."""
+        message = f"{outcome.reason}: {outcome.message}".strip(": ")
+        prefix = BAD_INPUT_PREFIX if outcome.reason == "BadInput" else FAILED_PREFIX
+        self.status.last_evaluation = Evaluation(
+            id=active.id,
+            time=started,
+            job_name=active.job_name,
+            model_uri=model_uri,
+            message=prefix + (outcome.message if outcome.reason == "BadInput" else message),
+        )
+        for type_ in (ConditionType.DRIFT_DETECTED, ConditionType.LATENCY_WITHIN_SLO):
+            self._set(
+                type_,
+                "Unknown",
+                Reason.EVALUATION_FAILED,
+                f"Evaluation {active.id} failed: {message}",
+            )
+        self._emit("Warning", Reason.EVALUATION_FAILED, f"Evaluation {active.id} failed: {message}")
+
+    def _latency(
+        self, metrics: contract.ModelMetrics
+    ) -> tuple[LatencySummary | None, promql.PrometheusError | None]:
+        """The latency the SLO is about: serving latency from Prometheus when the spec names
+        a query, else the evaluation's own benchmark at the SLO's batch size."""
+        prometheus = self.spec.monitoring.prometheus
+        if prometheus is not None:
+            try:
+                serving = promql.serving_latency(prometheus.url, prometheus.query)
+            except promql.PrometheusError as error:
+                return None, error
+            return (
+                LatencySummary(
+                    source="Prometheus",
+                    p50_ms=serving.p50_ms,
+                    p95_ms=serving.p95_ms,
+                    p99_ms=serving.p99_ms,
+                ),
+                None,
+            )
+        batch = from_api.latency_batch(self.spec)
+        values = {q: metrics.latency_ms.get(latency_key(batch, q)) for q in ("p50", "p95", "p99")}
+        if values["p95"] is None:
+            return None, None
+        return (
+            LatencySummary(
+                source="Benchmark",
+                batch_size=batch,
+                p50_ms=values["p50"],
+                p95_ms=values["p95"],
+                p99_ms=values["p99"],
+            ),
+            None,
+        )
+
+    def _set_drift_condition(self, evaluation: Evaluation) -> None:
+        score, drifting = evaluation.drift_score, evaluation.drift_detected
+        if score is None or drifting is None:
+            self._set(
+                ConditionType.DRIFT_DETECTED,
+                "Unknown",
+                Reason.NOT_EVALUATED,
+                "The evaluation did not measure drift (it needs data.reference and data.current).",
+            )
+            return
+        drift = self.spec.triggers.drift
+        threshold = drift.threshold if drift else "the job's default"
+        features = ", ".join(evaluation.drifted_features[:10]) or "none named"
+        windows = self.status.consecutive_drift_windows or 0
+        if drifting:
+            message = (
+                f"Drift score {score:.4g} is over the threshold {threshold} "
+                f"({windows} evaluation(s) in a row); drifted features: {features}."
+            )
+            changed = self._set(
+                ConditionType.DRIFT_DETECTED, "True", Reason.DRIFT_OVER_THRESHOLD, message
+            )
+            if changed and windows == 1:
+                self._emit("Warning", "DriftDetected", message)
+        else:
+            self._set(
+                ConditionType.DRIFT_DETECTED,
+                "False",
+                Reason.NO_DRIFT,
+                f"Drift score {score:.4g} is within the threshold {threshold}.",
+            )
+
+    def _set_latency_condition(self, evaluation: Evaluation) -> None:
+        latency_trigger = self.spec.triggers.latency
+        p95 = evaluation.latency.p95_ms if evaluation.latency else None
+        if latency_trigger is None:
+            self._set(
+                ConditionType.LATENCY_WITHIN_SLO,
+                "Unknown",
+                Reason.NO_SLO,
+                "No latency SLO is set (spec.triggers.latency).",
+            )
+            return
+        slo = latency_trigger.p95_ms
+        if p95 is None:
+            self._set(
+                ConditionType.LATENCY_WITHIN_SLO,
+                "Unknown",
+                Reason.NOT_EVALUATED,
+                evaluation.message or "The evaluation measured no p95 latency.",
+            )
+            return
+        source = evaluation.latency.source if evaluation.latency else None
+        where = (
+            "serving (Prometheus)"
+            if source == "Prometheus"
+            else f"benchmark at batch {from_api.latency_batch(self.spec)}"
+        )
+        if Decimal(repr(p95)) > slo:
+            message = f"p95 latency {p95:.3f} ms ({where}) is over the SLO of {slo} ms."
+            before = cond.get_condition(self.status.conditions, ConditionType.LATENCY_WITHIN_SLO)
+            self._set(ConditionType.LATENCY_WITHIN_SLO, "False", Reason.SLO_BREACHED, message)
+            if before is None or before.status != "False":
+                self._emit("Warning", Reason.SLO_BREACHED, message)
+            return
+        self._set(
+            ConditionType.LATENCY_WITHIN_SLO,
+            "True",
+            Reason.WITHIN_SLO,
+            f"p95 latency {p95:.3f} ms ({where}) is within the SLO of {slo} ms.",
+        )
+        if from_api.fix_waiting_for_slo(self.status):
+            self._set(
+                ConditionType.TEMPORARY_FIX_ACTIVE,
+                "False",
+                Reason.FIX_NOT_NEEDED,
+                "The SLO is met again; a new breach may apply the temporary fix again.",
+            )
+
+    def start(self) -> None:
+        """Start the next evaluate Job when it is due (never two at once, none suspended)."""
+        spec, status = self.spec, self.status
+        last = status.last_evaluation.time if status.last_evaluation else None
+        due = evaluation_due(
+            spec.monitoring.interval_delta,
+            last,
+            evaluation_active=status.active_evaluation is not None,
+            suspended=spec.suspend,
+            now=self.now,
+        )
+        if not due.due:
+            return
+        model_uri = from_api.model_in_use(spec, status)
+        missing = [
+            claim
+            for claim in spec_claims(spec, model_uri)
+            if self.ctx.kube.get_pvc(self.namespace, claim) is None
+        ]
+        if missing:  # the Pod could not start; the user must create the claim
+            self._problem(
+                Reason.PVC_NOT_FOUND,
+                f"PersistentVolumeClaim {', '.join(missing)} not found in namespace "
+                f"{self.namespace}: evaluations wait until it exists",
+            )
+            return
+        sequence = (status.evaluation_count or 0) + 1
+        run_id = names.run_id_for(self.ctx.owner.uid, sequence, prefix="e")
+        task = build_task(
+            spec,
+            namespace=self.namespace,
+            name=self.name,
+            run_id=run_id,
+            kind=EVALUATE,
+            model_uri=model_uri,
+        )
+        body = build_job(self.ctx.owner, task, job_settings(spec, self.ctx.config))
+        job, created = self.ctx.kube.create_job(self.namespace, body)
+        if not created and not self._owns(job, run_id):
+            self._problem(
+                "JobNameConflict",
+                f"Job {body['metadata']['name']} exists and was not created by DriftWarden "
+                "for this resource's evaluation; delete or rename it",
+            )
+            return
+        self._ensure_started(job)
+        status.active_evaluation = ActiveEvaluation(
+            id=run_id, job_name=job["metadata"]["name"], started_at=self.now
+        )
+        status.evaluation_count = sequence
+
+    def _owns(self, obj: Json, run_id: str) -> bool:
+        meta = obj["metadata"]
+        labels = meta.get("labels") or {}
+        return (
+            labels.get(names.MANAGED_BY_LABEL) == names.MANAGED_BY
+            and labels.get(names.RUN_LABEL) == run_id
+            and any(ref.get("uid") == self.ctx.owner.uid for ref in meta.get("ownerReferences", []))
+        )
+
+    def _ensure_started(self, job: Json) -> None:
+        """The task ConfigMap, then resume (Jobs are created suspended; see builders.job)."""
+        meta = job["metadata"]
+        if not (job.get("spec") or {}).get("suspend"):
+            return
+        if names.RESUMED_ANNOTATION in (meta.get("annotations") or {}):
+            return
+        self.ctx.kube.create_configmap(self.namespace, build_task_configmap(job))
+        self.ctx.kube.patch_job(
+            self.namespace,
+            meta["name"],
+            {
+                "metadata": {"annotations": {names.RESUMED_ANNOTATION: rfc3339(self.now)}},
+                "spec": {"suspend": False},
+            },
+        )
+
+
+def _task_of(job: Json) -> contract.Task:
+    annotations = job["metadata"].get("annotations") or {}
+    return contract.Task.model_validate_json(annotations[names.TASK_ANNOTATION])
+
+
+def _summary(evaluation: Evaluation) -> str:
+    parts: list[str] = []
+    if evaluation.drift_score is not None:
+        parts.append(
+            f"drift {evaluation.drift_score:.4g}"
+            + (" (over the threshold)" if evaluation.drift_detected else "")
+        )
+    if evaluation.latency is not None and evaluation.latency.p95_ms is not None:
+        parts.append(f"p95 {evaluation.latency.p95_ms:.3f} ms")
+    if evaluation.accuracy_percent is not None:
+        parts.append(f"accuracy {evaluation.accuracy_percent:.2f}%")
+    if evaluation.message:
+        parts.append(evaluation.message)
+    return ", ".join(parts) or "no measurements"

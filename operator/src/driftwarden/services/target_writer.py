@@ -1,0 +1,124 @@
+"""Writing the target Deployment: DriftWarden's intent by server-side apply, and releasing
+ownership of fields by guarded JSON patches (policy.deployment_apply, policy.ownership).
+
+A target that cannot be used - missing, without the container, refusing our apply - raises
+``TargetUnavailableError`` with a reason for Ready; other API errors propagate (the handler
+retries the pass).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+from driftwarden import k8s
+from driftwarden.api.conditions import Reason
+from driftwarden.k8s import ApiError
+from driftwarden.policy import from_api, ownership
+from driftwarden.policy.deployment_apply import DeploymentIntent, build_apply
+from driftwarden.services.loop_context import Json, LoopStep
+from driftwarden.services.target import is_stale_write
+
+GUARDED_PATCH_ATTEMPTS: Final = 5
+TARGET_WRITE_FAILED: Final = "TargetWriteFailed"
+
+
+class TargetUnavailableError(Exception):
+    """The target Deployment or its container is missing, or refuses our writes."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class TargetWriter(LoopStep):
+    def read_deployment(self) -> Json:
+        target = self.spec.target
+        assert target is not None
+        deployment = self.ctx.target_api.get_deployment(self.namespace, target.deployment)
+        if deployment is None:
+            raise TargetUnavailableError(
+                Reason.TARGET_NOT_FOUND,
+                f"Deployment {target.deployment} (spec.target.deployment) not found in "
+                f"namespace {self.namespace}",
+            )
+        return deployment
+
+    def container(self, deployment: Json, name: str) -> Json:
+        for container in deployment["spec"]["template"]["spec"].get("containers") or []:
+            if container.get("name") == name:
+                return dict(container)
+        raise TargetUnavailableError(
+            Reason.CONTAINER_NOT_FOUND,
+            f"Deployment {deployment['metadata']['name']} has no container {name}",
+        )
+
+    def target(self) -> tuple[Json, str]:
+        deployment = self.read_deployment()
+        container = from_api.target_container(self.spec, deployment)
+        if container is None:
+            wanted = self.spec.target.container if self.spec.target else None
+            raise TargetUnavailableError(
+                Reason.CONTAINER_NOT_FOUND,
+                f"Deployment {deployment['metadata']['name']} has no container "
+                f"{wanted or '(none)'} (spec.target.container)",
+            )
+        return deployment, str(container["name"])
+
+    def apply(self, container: str, intent: DeploymentIntent) -> None:
+        target = from_api.target_ref(self.namespace, self.spec, container)
+        try:
+            self.ctx.target_api.apply_deployment(build_apply(target, intent))
+        except k8s.NotFoundError as error:
+            raise TargetUnavailableError(Reason.TARGET_NOT_FOUND, str(error)) from error
+        except ApiError as error:
+            if error.status in (400, 403, 422):
+                raise TargetUnavailableError(
+                    TARGET_WRITE_FAILED,
+                    f"Deployment {target.deployment} refused our apply: {error}",
+                ) from error
+            raise
+
+    def release_fields(self, deployment: str, paths: list[ownership.FieldPath]) -> None:
+        self._guarded_patch(
+            deployment,
+            lambda body: ownership.release_patch(
+                body["metadata"].get("managedFields") or [],
+                body["metadata"]["resourceVersion"],
+                paths,
+            ),
+        )
+
+    def _guarded_patch(self, deployment: str, build: Callable[[Json], list[Json] | None]) -> None:
+        """A JSON patch guarded by the resourceVersion, rebuilt from a fresh read when the
+        Deployment changed in between (its controller writes status all the time)."""
+        for _ in range(GUARDED_PATCH_ATTEMPTS):
+            body = self.ctx.target_api.get_deployment(self.namespace, deployment)
+            if body is None:
+                return
+            patch = build(body)
+            if patch is None:
+                return
+            try:
+                self.ctx.target_api.json_patch_deployment(self.namespace, deployment, patch)
+                return
+            except ApiError as error:
+                if not is_stale_write(error):
+                    raise
+        raise ApiError(409, f"Deployment {deployment} kept changing; will try again")
+
+    def detach(self) -> None:
+        """Hand the target back: our annotations go, our managedFields entry goes, every
+        value stays (see policy.ownership.detach_patch)."""
+        target = self.spec.target
+        if target is None:
+            return
+        self._guarded_patch(
+            target.deployment,
+            lambda body: ownership.detach_patch(
+                body["metadata"].get("managedFields") or [],
+                body["metadata"]["resourceVersion"],
+                body["metadata"].get("annotations") or {},
+            ),
+        )
