@@ -1,9 +1,10 @@
 """int8 / fp16 / bf16 candidates for a Linear-heavy model, side by side.
 
-A 512-1024-1024-10 MLP is trained on scikit-learn's digits, projected to 512 features by a
-fixed random matrix. Each candidate is built from the same trained model; accuracy is on a
-held-out quarter, latency is interleaved rounds at batch 32 and 1, weights are the bytes
-each format stores. The job's quantize stage ships the candidate marked "(stage)".
+A 512-1024-1024-10 MLP (other widths: --features, --hidden) is trained on scikit-learn's
+digits, projected to 512 features by a fixed random matrix. Each candidate is built from
+the same trained model; accuracy is on a held-out quarter, latency is interleaved rounds at
+batch 32 and 1, weights are the bytes each format stores. The job's quantize stage ships
+the candidates marked "(stage)".
 
     .venv/bin/python bench/quantize_bench.py                # CPU, latency at 1 thread
     .venv/bin/python bench/quantize_bench.py --device cuda  # on an accelerator machine
@@ -37,15 +38,15 @@ from optimizer_job import modelio, training, zoo
 from optimizer_job.dataio import Table
 from optimizer_job.strategies import quantize
 
-FEATURES = 512
-KWARGS: dict[str, Any] = {"in_features": FEATURES, "num_classes": 10, "hidden": [1024, 1024]}
+KWARGS: dict[str, Any] = {"in_features": 512, "num_classes": 10, "hidden": [1024, 1024]}
 
 
-def projected_digits(seed: int) -> tuple[Table, Table, Table]:
-    """Digits (64 pixels) times a fixed 64x512 Gaussian matrix, standardized; 60/15/25 split."""
+def projected_digits(seed: int, features: int) -> tuple[Table, Table, Table]:
+    """Digits (64 pixels) times a fixed 64 x ``features`` Gaussian matrix, standardized;
+    60/15/25 split."""
     digits = load_digits()
     rng = np.random.default_rng(seed)
-    projection = rng.normal(size=(64, FEATURES)) / 8.0
+    projection = rng.normal(size=(64, features)) / 8.0
     x = (digits.data / 16.0) @ projection
     x = ((x - x.mean(axis=0)) / x.std(axis=0)).astype(np.float32)
     y = digits.target.astype(np.int64)
@@ -142,13 +143,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--compile", action="store_true", help="add torchao + torch.compile")
+    parser.add_argument("--features", type=int, default=512, help="input width of the MLP")
+    parser.add_argument("--hidden", default="1024,1024", help="hidden widths, comma-separated")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     device = torch.device(args.device)
     started = time.perf_counter()
 
-    train, val, holdout = projected_digits(args.seed)
+    KWARGS["in_features"] = args.features
+    KWARGS["hidden"] = [int(width) for width in args.hidden.split(",")]
+    train, val, holdout = projected_digits(args.seed, args.features)
     torch.manual_seed(args.seed)
     base = zoo.mlp(**KWARGS)
     training.fit(
@@ -190,7 +195,11 @@ def main() -> None:
     torch.set_num_threads(previous_threads)
 
     print(f"machine: {machine()}; load average at end {load_average()}")
-    print(f"device {device}, timing threads {args.threads if device.type == 'cpu' else '-'}")
+    widths = "-".join(str(w) for w in [args.features, *KWARGS["hidden"], 10])
+    print(
+        f"MLP {widths}; device {device}, "
+        f"timing threads {args.threads if device.type == 'cpu' else '-'}"
+    )
     print(
         "| candidate | holdout acc | Δ acc (points) | weights bytes | smaller | "
         "b32 latency ms (median, IQR) | b32 speedup | b1 median ms | b1 speedup |"

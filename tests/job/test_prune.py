@@ -17,7 +17,8 @@ from torch import nn
 from optimizer_job import modelio, training, zoo
 from optimizer_job.contract import PruneStage
 from optimizer_job.dataio import Table
-from optimizer_job.strategies import apply_stage
+from optimizer_job.strategies import apply_stage, prune
+from optimizer_job.strategies._layers import final_layer
 from optimizer_job.strategies.base import StageContext
 from optimizer_job.strategies.prune import count_macs_and_params
 
@@ -185,3 +186,15 @@ def test_unstructured_taylor_pruning_reaches_the_asked_sparsity(
     )
     outcome = apply_stage(stage, copy.deepcopy(trained), ctx)
     assert outcome.notes["sparsity"] == pytest.approx(0.3, abs=0.01)
+
+
+def test_batchnorm_recalibration_recovers_accuracy_lost_to_pruning(
+    ctx: StageContext, trained: nn.Module
+) -> None:
+    model = copy.deepcopy(trained)
+    example = torch.from_numpy(ctx.train.X[:1])
+    stage = PruneStage(method="structured", amount_percent=30, importance="l1", fine_tune_epochs=0)
+    prune.prune_structured(model, stage, ctx, example, final_layer(model, example))
+    stale = holdout_accuracy(model, ctx)
+    assert prune.recalibrate_batchnorm(model, ctx.train, CPU) == 3
+    assert holdout_accuracy(model, ctx) > stale + 0.1
