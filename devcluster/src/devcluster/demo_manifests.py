@@ -135,9 +135,6 @@ def helm_values(health_port: int, metrics_port: int, resync_seconds: int) -> str
             # A short resync so evaluations start close to their interval; no run on creation:
             # the demo's runs come from its triggers.
             "extraArgs": [f"--resync-seconds={resync_seconds}", "--no-initial-run"],
-            # The devcluster runs the Pod's user 65532 without a passwd entry (an image
-            # would have one); kopf asks getpass for a user name, which reads USER first.
-            "extraEnv": [{"name": "USER", "value": "driftwarden"}],
         },
         "metrics": {"port": metrics_port},
     }
