@@ -15,7 +15,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from optimizer_job import modelio, training, zoo
-from optimizer_job.contract import PruneStage
+from optimizer_job.contract import PruneStage, QuantizeStage
 from optimizer_job.dataio import Table
 from optimizer_job.strategies import apply_stage, prune
 from optimizer_job.strategies._layers import final_layer
@@ -198,3 +198,38 @@ def test_batchnorm_recalibration_recovers_accuracy_lost_to_pruning(
     stale = holdout_accuracy(model, ctx)
     assert prune.recalibrate_batchnorm(model, ctx.train, CPU) == 3
     assert holdout_accuracy(model, ctx) > stale + 0.1
+
+
+@pytest.mark.parametrize(
+    ("factory", "kwargs"),
+    [
+        (zoo.MLP_FACTORY, {"in_features": 64, "num_classes": 10, "hidden": [64, 32]}),
+        (zoo.TABULAR_RESNET_FACTORY, {"in_features": 64, "num_classes": 10, "width": 32}),
+    ],
+)
+def test_tabular_models_prune_then_quantize_and_round_trip(
+    ctx: StageContext, factory: str, kwargs: dict[str, Any], tmp_path: Path
+) -> None:
+    """Residual blocks tie widths together: Torch-Pruning must prune them consistently."""
+    flat = StageContext(
+        CPU,
+        0,
+        Table(ctx.train.X.reshape(len(ctx.train), -1), ctx.train.y, []),
+        Table(ctx.validation.X.reshape(len(ctx.validation), -1), ctx.validation.y, []),
+        None,
+        ctx.log,
+        factory,
+        kwargs,
+    )
+    torch.manual_seed(0)
+    model = modelio.build_model(factory, kwargs)
+    stage = PruneStage(method="structured", amount_percent=50, importance="l2", fine_tune_epochs=1)
+    outcome = apply_stage(stage, model, flat)
+    assert int(outcome.notes["params_after"]) < 0.5 * int(outcome.notes["params_before"])
+    quantized = apply_stage(QuantizeStage(mode="int8"), outcome.model, flat).model
+
+    modelio.save_model(quantized, factory, kwargs, tmp_path / "model")
+    loaded = modelio.load_model(tmp_path / "model").module
+    x = torch.from_numpy(flat.train.X[:32])
+    with torch.inference_mode():
+        assert torch.equal(loaded(x), quantized(x))
