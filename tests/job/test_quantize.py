@@ -16,7 +16,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from optimizer_job import modelio, training, zoo
-from optimizer_job.contract import QuantizeStage
+from optimizer_job.contract import BadInputError, PruneStage, QuantizeStage
 from optimizer_job.dataio import Table
 from optimizer_job.strategies import apply_stage, quantize
 from optimizer_job.strategies.base import StageContext
@@ -175,3 +175,12 @@ def test_the_float_fallback_of_int8_layers_computes_the_same_product(
         monkeypatch.setattr(quantize, "_int_mm_fits", lambda rows, weight: False)
         fallback = model(x)
     torch.testing.assert_close(fallback, integer, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("second", [QuantizeStage(mode="int8"), PruneStage(fine_tune_epochs=0)])
+def test_a_quantized_model_is_not_quantized_or_pruned_again(
+    ctx: StageContext, trained: nn.Module, second: QuantizeStage | PruneStage
+) -> None:
+    quantized = apply_stage(QuantizeStage(mode="bf16"), copy.deepcopy(trained), ctx).model
+    with pytest.raises(BadInputError, match=r"already quantized \(bf16\)"):
+        apply_stage(second, quantized, ctx)

@@ -25,10 +25,11 @@ from torch.nn import functional
 from torch.nn.utils import prune as _torch_prune
 
 from optimizer_job import training
-from optimizer_job.contract import PruneStage, RetrainStage
+from optimizer_job.contract import BadInputError, PruneStage, RetrainStage
 from optimizer_job.dataio import Table
 from optimizer_job.strategies._layers import WEIGHTED_LAYERS, example_rows, final_layer
 from optimizer_job.strategies.base import Notes, StageContext, StageOutcome
+from optimizer_job.strategies.quantize import quantization_of
 
 # torch.nn.utils.prune has no type annotations.
 torch_prune: Any = _torch_prune
@@ -41,6 +42,11 @@ _RECALIBRATION_ROWS = 2048
 
 
 def apply(stage: PruneStage, model: nn.Module, ctx: StageContext) -> StageOutcome:
+    if quantization_of(model) is not None:
+        raise BadInputError(
+            f"prune: the model is already quantized ({quantization_of(model)}); "
+            "prune before the quantize stage"
+        )
     device = torch.device(ctx.device)
     model = model.to(device)
     example = example_rows(ctx.train, device)

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from optimizer_job.contract import QuantizeStage
+from optimizer_job.contract import BadInputError, QuantizeStage
 from optimizer_job.strategies.base import StageContext, StageOutcome
 
 INT8_BACKEND = "int8-dynamic-per-row-intmm"
@@ -182,7 +182,19 @@ def weight_bytes(module: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in module.state_dict().values())
 
 
+def quantization_of(model: nn.Module) -> str | None:
+    """The mode a model was quantized with by this module, or None for a float model."""
+    block = getattr(model, QUANTIZATION_ATTR, None)
+    return str(block.get("mode")) if isinstance(block, dict) else None
+
+
 def apply(stage: QuantizeStage, model: nn.Module, ctx: StageContext) -> StageOutcome:
+    already = quantization_of(model)
+    if already is not None:
+        raise BadInputError(
+            f"quantize: the model is already quantized ({already}); quantize once, as the "
+            "pipeline's last stage"
+        )
     device = torch.device(ctx.device)
     model = model.to(device).eval()
     notes: dict[str, str | float | int] = {"mode": stage.mode}
