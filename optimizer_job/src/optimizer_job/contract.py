@@ -71,7 +71,7 @@ class PruneStage(_Strict):
 
 class DistillStage(_Strict):
     type: Literal["distill"] = "distill"
-    method: Literal["herding", "kcenter", "random"] = "herding"
+    method: Literal["herding", "kcenter", "random"] = "kcenter"
     fraction_percent: int = Field(default=50, ge=1, le=100)
 
 

@@ -194,7 +194,7 @@ class PruneSettings(SpecModel):
 
 
 class DistillSettings(SpecModel):
-    method: Literal["herding", "kcenter", "random"] = "herding"
+    method: Literal["herding", "kcenter", "random"] = "kcenter"
     fraction_percent: Annotated[int, Field(ge=1, le=100)]
 
 
