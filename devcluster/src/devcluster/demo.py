@@ -54,9 +54,9 @@ SERVING_FILE = "examples/serving/deployment.yaml"
 STORAGE_FILE = "examples/demo/storage.yaml"
 # The SLO is this share of the model's median latency measured on this machine: the model
 # breaks it, a model with half the channels (about 2.5x faster) meets it.
-SLO_SHARE_OF_MEDIAN = 0.7
+SLO_SHARE_OF_MEDIAN = 0.75
 STEPS = 12
-POLL_SECONDS = 2.0
+POLL_SECONDS = 3.0
 
 T = TypeVar("T")
 Json = dict[str, Any]
@@ -89,7 +89,7 @@ class Demo:
     # ---- helpers --------------------------------------------------------------------
 
     def status(self) -> Json:
-        body = self.kube.get("mo", m.MO_NAME) or {}
+        body = self.kube.custom("modeloptimizations", m.MO_NAME) or {}
         status: Json = body.get("status") or {}
         return status
 

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from kubernetes import client, config
+
 from devcluster import build
 from devcluster.controlplane import Cluster
 
@@ -28,6 +30,38 @@ class DemoKube:
     def __init__(self, cluster: Cluster, namespace: str) -> None:
         self.cluster = cluster
         self.namespace = namespace
+        self._api: client.ApiClient | None = None
+
+    @property
+    def api(self) -> client.ApiClient:
+        """An API client for polling: cheaper than starting kubectl every few seconds on
+        a machine whose two cores also run the cluster and the Jobs being timed."""
+        if self._api is None:
+            self._api = config.new_client_from_config(  # type: ignore[no-untyped-call]
+                config_file=str(self.cluster.kubeconfig)
+            )
+        return self._api
+
+    def custom(self, plural: str, name: str) -> Json | None:
+        """A driftwarden.io object of the demo namespace; None when it does not exist."""
+        api = client.CustomObjectsApi(self.api)
+        try:
+            value = api.get_namespaced_custom_object(
+                "driftwarden.io", "v1alpha1", self.namespace, plural, name
+            )
+        except client.ApiException as error:
+            if error.status == 404:
+                return None
+            raise RuntimeError(f"get {plural}/{name}: {error.status} {error.reason}") from error
+        return value if isinstance(value, dict) else None
+
+    def events_of(self, kind: str, name: str) -> list[Json]:
+        """The events about one object, as `kubectl get events -o json` shows them."""
+        found = client.CoreV1Api(self.api).list_namespaced_event(
+            self.namespace, field_selector=f"involvedObject.name={name},involvedObject.kind={kind}"
+        )
+        plain = self.api.sanitize_for_serialization(found)  # type: ignore[no-untyped-call]
+        return list(plain.get("items") or [])
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
         result = self.cluster.kubectl(*args, input=input, check=False)

@@ -62,13 +62,8 @@ class EventLog:
         self.seen: set[str] = set()
 
     def show_new(self) -> int:
-        found = self.kube.get(
-            "events",
-            "--field-selector",
-            f"involvedObject.name={self.name},involvedObject.kind=ModelOptimization",
-        )
         items = sorted(
-            (found or {}).get("items") or [],
+            self.kube.events_of("ModelOptimization", self.name),
             key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "",
         )
         shown = 0
