@@ -50,10 +50,11 @@ class Recorded:
 
 
 def bad_input(status: ModelOptimizationStatus) -> tuple[str, str] | None:
-    """Ready=False while the latest evaluation refused its input (until one succeeds)."""
+    """Ready=False (BadInput, like a run that refused its input) while the latest evaluation
+    refused its input."""
     last = status.last_evaluation
     if last is not None and last.message and last.message.startswith(BAD_INPUT_PREFIX):
-        return Reason.EVALUATION_FAILED, last.message
+        return Reason.BAD_INPUT, last.message
     return None
 
 
