@@ -329,3 +329,60 @@ spec:
     assert container_of(deployment(devcluster, namespace, SERVER))["resources"] == ORIGINAL
     reasons = event_reasons(devcluster, namespace, NAME)
     assert reasons.count("TemporaryFixApplied") == 1 and reasons.count("TemporaryFixReverted") == 1
+
+
+def test_deleting_the_resource_reverts_the_fix_and_hands_the_target_back(
+    devcluster: Cluster,
+    namespace: str,
+    operators: list[OperatorProcess],
+    tmp_path: Path,
+) -> None:
+    root, data = slow_model_and_data()
+    model = f"file://{root}/model"
+    apply_yaml(devcluster, namespace, serving_deployment(model, name=SERVER))
+    apply_yaml(
+        devcluster,
+        namespace,
+        f"""
+apiVersion: driftwarden.io/v1alpha1
+kind: ModelOptimization
+metadata: {{name: {NAME}}}
+spec:
+  model: {{uri: "{model}"}}
+  data:
+    reference: "file://{data}/reference.npz"
+    current: "file://{data}/current.npz"
+    holdout: "file://{data}/holdout.npz"
+  artifacts: {{uri: "file://{root}/artifacts"}}
+  target: {{deployment: {SERVER}}}
+  pipeline:
+    - quantize: {{mode: int8}}
+  triggers:
+    latency: {{p95Ms: 1, batchSize: 32}}
+    cooldown: 1h
+    maxRunsPerDay: 1
+  temporaryFix: {{cpuPercent: 200, memoryPercent: 150, expiresAfter: 1h}}
+  monitoring:
+    interval: 1m
+    latency: {{batchSizes: [32], warmup: 2, iterations: 10}}
+  job:
+    resources: {{cpu: 500m, memory: 1Gi}}
+""",
+    )
+    operator = start_loop_operator(devcluster, namespace, operators, tmp_path)
+    wait_status(
+        "the temporary fix",
+        devcluster,
+        namespace,
+        NAME,
+        lambda s: (s.get("temporaryFix") or {}).get("active") is True,
+        operator,
+    )
+    assert container_of(deployment(devcluster, namespace, SERVER))["resources"] != ORIGINAL
+
+    devcluster.kubectl("delete", "mo", NAME, "-n", namespace, "--timeout=120s")
+    back = deployment(devcluster, namespace, SERVER)
+    assert container_of(back)["resources"] == ORIGINAL
+    assert "driftwarden" not in {m["manager"] for m in back["metadata"]["managedFields"]}
+    assert not any(k.startswith("driftwarden.io/") for k in back["metadata"].get("annotations", {}))
+    assert operator.running
