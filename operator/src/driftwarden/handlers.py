@@ -25,7 +25,8 @@ from driftwarden.config import OperatorConfig
 from driftwarden.k8s import ApiError, Kube, load_api_client
 from driftwarden.metrics import OperatorMetrics
 from driftwarden.runtime import Runtime
-from driftwarden.services.reconcile import ReconcileConflictError, reconcile
+from driftwarden.services.reconcile import ReconcileConflictError, reconcile, release
+from driftwarden.services.target import KubeTargetApi
 
 _log = logging.getLogger(__name__)
 
@@ -80,7 +81,13 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         metrics = OperatorMetrics()
         if config.metrics_port:
             metrics.serve(config.metrics_port)
-        memo.runtime = Runtime(config=config, kube=Kube(load_api_client()), metrics=metrics)
+        api_client = load_api_client()
+        memo.runtime = Runtime(
+            config=config,
+            kube=Kube(api_client),
+            metrics=metrics,
+            target=KubeTargetApi(api_client),
+        )
         _log.info("DriftWarden started; metrics on :%s", config.metrics_port or "(off)")
 
     @kopf.on.login(registry=registry)
@@ -123,9 +130,10 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
             _log.info("job event for %s/%s deferred to the resync: %s", namespace, owner, error)
 
     @kopf.on.delete(*resource, id="forget", registry=registry)
-    def deleted(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    def deleted(namespace: str | None, name: str, body: kopf.Body, memo: Any, **_: Any) -> None:
         # Jobs and ConfigMaps go with the resource (ownerReferences); artifacts stay.
         runtime = runtime_of(memo)
+        release(runtime, dict(body))  # revert a temporary fix, hand the target back
         runtime.metrics.forget(_namespaced(namespace), name)
         runtime.locks.forget(_namespaced(namespace), name)
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from driftwarden.config import OperatorConfig
 from driftwarden.k8s import Kube
 from driftwarden.metrics import OperatorMetrics
+from driftwarden.services.target import TargetApi
 
 
 class ResourceLocks:
@@ -40,3 +41,5 @@ class Runtime:
     kube: Kube
     metrics: OperatorMetrics
     locks: ResourceLocks = field(default_factory=ResourceLocks)
+    # The target Deployment's API: the closed loop (services.loop) runs when it is set.
+    target: TargetApi | None = None

@@ -51,7 +51,9 @@ from driftwarden.crashpoints import crash_point
 from driftwarden.k8s import ConflictError
 from driftwarden.runtime import Runtime
 from driftwarden.services import jobs as job_state
+from driftwarden.services.loop import Hold, Loop, LoopContext
 from driftwarden.services.planning import RunPlan, model_in_use, wanted_run
+from driftwarden.services.target import TargetApi
 from optimizer_job import contract
 
 Json = dict[str, Any]
@@ -84,6 +86,16 @@ class Blocked:
     reason: str
     message: str
     input_problem: bool  # Ready=False: the user must fix something
+
+
+def release(rt: Runtime, body: Json) -> None:
+    """The resource is being deleted: revert a temporary fix and hand the target back."""
+    if rt.target is None:
+        return
+    reconcile_pass = ReconcilePass(rt, body)
+    reconcile_pass._parse_spec()
+    if reconcile_pass.spec is not None:
+        Loop(reconcile_pass._loop_context(reconcile_pass.spec, rt.target)).release()
 
 
 def reconcile(rt: Runtime, namespace: str, name: str) -> None:
@@ -178,14 +190,23 @@ class ReconcilePass:
         self.active_job: Json | None = None
         self.blocked: Blocked | None = None
         self.bad_input: tuple[str, str] | None = None  # (reason, message) of a run just recorded
+        self.loop: Loop | None = None  # the closed loop (services.loop), once the spec parses
 
     # -- the pass ----------------------------------------------------------------------
 
     def run(self) -> None:
         self._parse_spec()
+        if self.spec is not None and self.rt.target is not None:
+            self.loop = Loop(self._loop_context(self.spec, self.rt.target))
+            self.loop.follow_evaluation()
         self._follow_jobs()
+        if self.loop is not None:
+            self.loop.maintain_target()
         if self.active_job is None and self.spec is not None:
             self._start_wanted_run(self.spec)
+        if self.loop is not None:
+            self.loop.start_evaluation()
+            self.loop.publish_metrics()
         self._set_conditions()
         self.status.observed_generation = self.generation
         self.status.phase = self._phase()
@@ -213,6 +234,21 @@ class ReconcilePass:
 
     def _event(self, type_: EventType, reason: str, message: str) -> None:
         self.events.append(Event(type_, reason, message))
+
+    def _loop_context(self, spec: ModelOptimizationSpec, target: TargetApi) -> LoopContext:
+        return LoopContext(
+            kube=self.kube,
+            target_api=target,
+            metrics=self.rt.metrics,
+            config=self.rt.config,
+            owner=self.owner,
+            created_at=_parse_time(self.body["metadata"].get("creationTimestamp")) or self.now,
+            generation=self.generation,
+            spec=spec,
+            status=self.status,
+            now=self.now,
+            emit=self._event,
+        )
 
     def _parse_spec(self) -> None:
         try:
@@ -389,17 +425,20 @@ class ReconcilePass:
             manifest_sha256=result.manifest_sha256 if result else None,
             message=(f"{outcome.reason}: {message}" if not succeeded else message) or None,
         )
+        if succeeded and result is not None and self.loop is not None:
+            record = self.loop.judge(record, result)  # gates -> Promoted / Rejected / candidate
         self.status.record_run(record)
         if self.status.active_run is not None and self.status.active_run.id == run_id:
             self.status.active_run = None
         self.finished.append((record.outcome, seconds))
         if succeeded and result is not None and result.artifact_uri:
-            self.status.candidate = Candidate(
-                run_id=run_id,
-                artifact_uri=result.artifact_uri,
-                manifest_sha256=result.manifest_sha256,
-                created_at=finished,
-            )
+            if self.loop is None:  # with the loop, judge() decides about the candidate
+                self.status.candidate = Candidate(
+                    run_id=run_id,
+                    artifact_uri=result.artifact_uri,
+                    manifest_sha256=result.manifest_sha256,
+                    created_at=finished,
+                )
             self._event(
                 "Normal", "RunSucceeded", f"Run {run_id} succeeded in {seconds:.0f} s: {message}."
             )
@@ -434,7 +473,12 @@ class ReconcilePass:
     # -- starting ----------------------------------------------------------------------
 
     def _start_wanted_run(self, spec: ModelOptimizationSpec) -> None:
-        plan = wanted_run(spec, self.status, initial_run=self.rt.config.initial_run)
+        sequence = (self.status.run_count or 0) + 1
+        triggered = self.loop.plan_run(sequence) if self.loop is not None else None
+        if isinstance(triggered, Hold):
+            self.blocked = Blocked(triggered.reason, triggered.message, input_problem=False)
+            return
+        plan = triggered or wanted_run(spec, self.status, initial_run=self.rt.config.initial_run)
         if plan is None:
             return
         if spec.suspend:
@@ -523,6 +567,8 @@ class ReconcilePass:
             problem = (self.blocked.reason, self.blocked.message)
         elif self.bad_input is not None:
             problem = (self.bad_input[0], f"The last run refused its input: {self.bad_input[1]}")
+        elif self.loop is not None and self.loop.input_problem is not None:
+            problem = self.loop.input_problem
         elif (
             current is not None
             and current.status == "False"
@@ -582,6 +628,11 @@ class ReconcilePass:
             return Phase.OPTIMIZING
         if self.spec is not None and self.spec.suspend:
             return Phase.SUSPENDED
+        if self.loop is not None:  # the phases only the closed loop reaches
+            if self.blocked is not None and self.blocked.reason in ("Cooldown", "BudgetExhausted"):
+                return Phase.DEGRADED
+            if self.status.candidate is not None and self.loop.spec.promotion.mode == "Manual":
+                return Phase.AWAITING_PROMOTION
         if self.status.last_evaluation is not None or self.status.runs:
             return Phase.MONITORING
         return Phase.PENDING
