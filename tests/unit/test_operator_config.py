@@ -17,7 +17,7 @@ def test_defaults_watch_the_cluster() -> None:
     assert config.metrics_port == 9090
     assert config.liveness_endpoint == "http://0.0.0.0:8080/healthz"
     assert config.pvc_mount_root == "/mnt/driftwarden/pvc"
-    assert config.initial_run is True
+    assert config.initial_run is False  # monitoring first; runs start on triggers
     assert config.standalone is None  # kopf detects peering
 
 
@@ -28,7 +28,7 @@ def test_environment_then_arguments() -> None:
         "DRIFTWARDEN_JOB_IMAGE": "registry/opt:2",
         "DRIFTWARDEN_JOB_SERVICE_ACCOUNT": "optimizer",
         "DRIFTWARDEN_RESYNC_SECONDS": "30",
-        "DRIFTWARDEN_INITIAL_RUN": "false",
+        "DRIFTWARDEN_INITIAL_RUN": "true",
         "DRIFTWARDEN_STANDALONE": "yes",
     }
     config = OperatorConfig.from_args([], env=env)
@@ -40,14 +40,14 @@ def test_environment_then_arguments() -> None:
         "optimizer",
     )
     assert config.resync_seconds == 30.0
-    assert config.initial_run is False
+    assert config.initial_run is True
     assert config.standalone is True
     overridden = OperatorConfig.from_args(
-        ["-n", "a", "-n", "b", "--metrics-port", "0", "--initial-run"], env=env
+        ["-n", "a", "-n", "b", "--metrics-port", "0", "--no-initial-run"], env=env
     )
     assert overridden.namespaces == ("a", "b")
     assert overridden.metrics_port == 0
-    assert overridden.initial_run is True
+    assert overridden.initial_run is False
     assert OperatorConfig.from_args(["--all-namespaces"], env=env).clusterwide
 
 

@@ -349,10 +349,10 @@ def test_initial_run_without_a_request_and_its_switch(metrics: OperatorMetrics) 
     no_request = spec()
     del no_request["runRequest"]
     fake = FakeKube(no_request)
-    status = run_pass(fake, metrics)
+    status = run_pass(fake, metrics, initial_run=True)
     assert status["activeRun"]["trigger"] == "Initial"
     quiet = FakeKube(no_request)
-    status = run_pass(quiet, metrics, initial_run=False)
+    status = run_pass(quiet, metrics)  # the default: monitoring first, no run on creation
     assert quiet.jobs == {}
     assert conditions(status)["Optimizing"] == ("False", "Idle")
     assert status["phase"] == "Pending"

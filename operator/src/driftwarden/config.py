@@ -40,8 +40,9 @@ class OperatorConfig:
     # events were missed while the operator was away.
     resync_seconds: float = 15.0
     # Whether a new resource starts one run of its pipeline right away (trigger Initial).
-    # Off: runs start only on spec.runRequest and the resource's own triggers.
-    initial_run: bool = True
+    # Off by default: a new resource is monitored first, and runs start on its triggers
+    # or spec.runRequest - a run nobody asked for would surprise (and cost GPU time).
+    initial_run: bool = False
     # Peering (one active replica): the KopfPeering object's name; replicas must have
     # distinct priorities (the highest one works, the others stand by).
     peering_name: str = "driftwarden"
@@ -162,7 +163,7 @@ def argparser() -> argparse.ArgumentParser:
         "--initial-run",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="start one run when a resource is created (default: on)",
+        help="start one run when a resource is created (default: off)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
