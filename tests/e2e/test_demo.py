@@ -63,7 +63,7 @@ def test_the_demo_shows_every_step(demo: tuple[Cluster, str, int]) -> None:
     for step in range(1, 13):
         assert f"==> [{step}/12]" in output
     assert "exactly the original values" in output
-    assert "Tear down: make demo-down" in output
+    assert "Tear down: .venv/bin/devcluster down --state-dir" in output
 
 
 def test_the_cluster_shows_what_the_demo_said(demo: tuple[Cluster, str, int]) -> None:

@@ -49,6 +49,7 @@ from devcluster.demo_show import (
 from devcluster.demo_traffic import Traffic, send
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
+DEFAULT_STATE_DIR = REPO_ROOT / ".devcluster"  # where `make demo-down` looks
 MO_FILE = "examples/demo/modeloptimization.yaml"
 SERVING_FILE = "examples/serving/deployment.yaml"
 STORAGE_FILE = "examples/demo/storage.yaml"
@@ -124,7 +125,9 @@ class Demo:
         )
         return f"phase {status.get('phase')}; {conditions or 'no conditions'}"
 
-    def serving_traffic(self, shifted: bool, expect_model: str | None = None) -> Traffic:
+    def serving_traffic(
+        self, shifted: bool, expect_model: str | None = None, *, show: bool = True
+    ) -> Traffic:
         """Requests to a ready serving Pod (the one serving ``expect_model`` if given)."""
 
         def ready() -> Traffic | None:
@@ -135,7 +138,8 @@ class Demo:
             return None
 
         traffic = wait_for(f"serving Pod with {expect_model or 'a model'}", ready, 240)
-        say("serving: " + traffic.line())
+        if show:
+            say("serving: " + traffic.line())
         return traffic
 
     def container_resources(self) -> Json:
@@ -292,10 +296,14 @@ class Demo:
         say(f"                 now: {json.dumps(after)}")
         command(f"kubectl -n {m.NAMESPACE} get deploy {m.SERVING} --show-managed-fields -o yaml")
         self.kube.rollout(m.SERVING, timeout=240)
-        say("the Pods rolled; torch threads follow the CPU limit (the devcluster has no cgroups):")
-        self.serving_traffic(shifted=False)
+        traffic = self.serving_traffic(shifted=False, show=False)
+        say(
+            f"the Pods rolled; the server now computes with {traffic.threads} torch threads: they "
+            "follow the CPU limit, as the devcluster has no cgroups to enforce it (its latency "
+            "says little right now: the optimization Job trains on the same cores)"
+        )
 
-    def optimization_run(self, trigger: str, step_text: str, shifted: bool) -> Json | None:
+    def optimization_run(self, trigger: str, step_text: str, shifted: bool) -> Json:
         self.progress.step(step_text)
 
         def finished(status: Json) -> Json | None:
@@ -306,6 +314,7 @@ class Demo:
 
         run = self.watch(f"finished {trigger} run", finished, self.pace.step_timeout)
         say(f"run {run['id']} ({run.get('trigger')}): {run.get('reason') or ''}")
+        self._show_stages(run)
         say(f"outcome {run.get('outcome')} after {run.get('durationSeconds') or 0:.0f} s")
         for gate in run.get("gates") or []:
             say(
@@ -333,6 +342,28 @@ class Demo:
         show_mo(self.kube)
         show_metrics(self.metrics_url, m.MO_NAME)
         return run
+
+    def _show_stages(self, run: Json) -> None:
+        """What the run's Job did, stage by stage, from its log."""
+        for job in run.get("jobNames") or []:
+            command(f"kubectl -n {m.NAMESPACE} logs job/{job}")
+            log = self.kube.ns("logs", f"job/{job}", "--tail=200", check=False)
+            lines = [
+                line.split(" INFO ", 1)[-1] for line in log.splitlines() if "INFO stage " in line
+            ]
+            indented("\n".join(line for line in lines if ": start" not in line) or "(no log)")
+
+    def first_evaluation_of(self, model_uri: str) -> None:
+        """The first evaluation of a promoted model: it keeps the promotion or rolls it back."""
+        say(f"waiting for the first evaluation of {model_uri} ...")
+        status = self.watch(
+            f"evaluation of {model_uri}",
+            lambda s: s if (s.get("lastEvaluation") or {}).get("modelUri") == model_uri else None,
+            self.pace.step_timeout,
+        )
+        self._show_evaluation(status)
+        kept = condition(status, "Promoted")
+        say(f"Promoted={kept.get('status')} ({kept.get('reason')}): {kept.get('message')}")
 
     def revert_fix(self) -> None:
         self.progress.step("The promoted model meets the SLO: the temporary fix is taken back")
@@ -422,7 +453,10 @@ class Demo:
         ips = self.kube.ready_pod_ips(m.SERVING_SELECTOR) if not failed else []
         if ips:
             print(f"  curl -s http://{ips[0]}:8080/metrics   # the serving Pod's metrics")
-        print("Tear down: make demo-down")
+        if state == DEFAULT_STATE_DIR:
+            print("Tear down: make demo-down")
+        else:
+            print(f"Tear down: .venv/bin/devcluster down --state-dir {state}")
 
     # ---- the whole demo ---------------------------------------------------------------
 
@@ -447,11 +481,12 @@ class Demo:
             )
             self.revert_fix()
             self.shift_data()
-            self.optimization_run(
+            run = self.optimization_run(
                 "Drift",
                 "Drift detected: a run retrains on the new data, gates, promotion",
                 shifted=True,
             )
+            self.first_evaluation_of(str(run["artifactUri"]))
         except (DemoFailedError, StepTimeoutError, RuntimeError) as error:
             failed = True
             self.missing.append(f"step {self.progress.number}: {error}")
@@ -474,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--state-dir", type=Path, default=REPO_ROOT / ".devcluster")
+    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     parser.add_argument(
         "--ci",
         action="store_true",
