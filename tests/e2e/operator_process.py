@@ -233,9 +233,11 @@ def mo_manifest(
     pipeline: str = "[{quantize: {mode: int8}}]",
     suspend: bool = False,
     ttl_seconds: int = 3600,
+    cooldown: str = "0s",
 ) -> str:
     """A ModelOptimization as a user writes it: a small pipeline and a quick latency
-    benchmark, so a run takes seconds."""
+    benchmark, so a run takes seconds. No cooldown by default: a runRequest obeys it (the
+    default is 30 minutes), and these tests ask for runs one after another."""
     request = f"  runRequest: {json.dumps(run_request)}\n" if run_request is not None else ""
     return f"""apiVersion: driftwarden.io/v1alpha1
 kind: ModelOptimization
@@ -252,6 +254,7 @@ spec:
   artifacts: {{uri: "{artifacts}"}}
   promotion: {{mode: Manual}}
   pipeline: {pipeline}
+  triggers: {{cooldown: {cooldown}}}
   monitoring:
     latency: {{batchSizes: [1], warmup: 2, iterations: 5}}
   job:
@@ -277,8 +280,12 @@ def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
     raise AssertionError(f"no condition {type_} in {status.get('conditions')}")
 
 
-def jobs_of(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
-    found = get_json(cluster, "jobs", "-n", namespace, "-l", f"driftwarden.io/optimization={name}")
+def jobs_of(
+    cluster: Cluster, namespace: str, name: str, kind: str = "optimize"
+) -> list[dict[str, Any]]:
+    """The resource's Jobs of one kind: `optimize` (runs) or `evaluate` (evaluations)."""
+    selector = f"driftwarden.io/optimization={name},driftwarden.io/kind={kind}"
+    found = get_json(cluster, "jobs", "-n", namespace, "-l", selector)
     return list(found["items"])
 
 
@@ -321,6 +328,22 @@ def finished_runs(cluster: Cluster, namespace: str, name: str, count: int) -> Ca
         status = mo_status(cluster, namespace, name)
         runs = status.get("runs") or []
         return status if len(runs) >= count and not status.get("activeRun") else None
+
+    return check
+
+
+def evaluated_after_runs(
+    cluster: Cluster, namespace: str, name: str, count: int
+) -> Callable[[], Any]:
+    """`count` runs recorded, none active, and an evaluation recorded with none active: the
+    status a resource settles in, whatever order its run and evaluation finished in."""
+    runs_done = finished_runs(cluster, namespace, name, count)
+
+    def check() -> dict[str, Any] | None:
+        status = runs_done()
+        if status is None or not status.get("lastEvaluation") or status.get("activeEvaluation"):
+            return None
+        return dict(status)
 
     return check
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from operator_process import (
     OperatorProcess,
+    evaluated_after_runs,
     events_of,
     example_uris,
     finished_runs,
@@ -40,6 +41,7 @@ def settled(status: dict[str, Any], uid: str, run_request: str = "first") -> dic
     whether the operator crashed on the way (times and latencies may)."""
     run_id = names.run_id_for(uid, 1)
     (run,) = status["runs"]
+    evaluation = status["lastEvaluation"]
     return {
         "phase": status["phase"],
         "runCount": status["runCount"],
@@ -55,14 +57,16 @@ def settled(status: dict[str, Any], uid: str, run_request: str = "first") -> dic
         "artifact": run["artifactUri"].rsplit("/", 1)[-1] == run_id,
         "sizes": (run["baseline"]["sizeBytes"], run["candidate"]["sizeBytes"]),
         "conditions": {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]},
+        "drift": (evaluation.get("driftScore", 0) > 0, evaluation.get("driftDetected")),
     } | {"expected_run": run_id, "expected_request": run_request}
 
 
 def expected(uid: str, job: str, model_uri: str) -> dict[str, Any]:
-    """The settled status of one run without any crash (what test_operator_runs shows)."""
+    """The settled status of one run and one evaluation without any crash (what
+    test_operator_runs shows): promotion Manual, so the candidate waits for approval."""
     run_id = names.run_id_for(uid, 1)
     return {
-        "phase": "Monitoring",
+        "phase": "AwaitingPromotion",
         "runCount": 1,
         "lastRunRequest": "first",
         "activeRun": None,
@@ -81,10 +85,13 @@ def expected(uid: str, job: str, model_uri: str) -> dict[str, Any]:
         "conditions": {
             "Ready": ("True", "Ready"),
             "Optimizing": ("False", "RunSucceeded"),
-            "DriftDetected": ("Unknown", "NotEvaluated"),
-            "LatencyWithinSLO": ("Unknown", "NotEvaluated"),
+            # The example's current data is shifted; no latency SLO and no target are set.
+            "DriftDetected": ("True", "DriftOverThreshold"),
+            "LatencyWithinSLO": ("Unknown", "NoSLO"),
             "TemporaryFixActive": ("Unknown", "NotEvaluated"),
+            "Promoted": ("False", "AwaitingApproval"),
         },
+        "drift": (True, True),
         "expected_run": run_id,
         "expected_request": "first",
     }
@@ -129,7 +136,12 @@ def test_crash_at_a_point_of_the_run_then_restart(
     status = mo_status(devcluster, namespace, NAME)
     assert not status.get("runs")
     configmaps = get_json(
-        devcluster, "configmaps", "-n", namespace, "-l", f"driftwarden.io/optimization={NAME}"
+        devcluster,
+        "configmaps",
+        "-n",
+        namespace,
+        "-l",
+        f"driftwarden.io/optimization={NAME},driftwarden.io/kind=optimize",
     )["items"]
     if point == "run-finished-unrecorded":
         # status named the run; the Job finished; the crash came before its result.
@@ -143,7 +155,10 @@ def test_crash_at_a_point_of_the_run_then_restart(
 
     op.start()
     status = wait_for(
-        "the run recorded", finished_runs(devcluster, namespace, NAME, 1), RUN_TIMEOUT, op
+        "the run and an evaluation recorded",
+        evaluated_after_runs(devcluster, namespace, NAME, 1),
+        RUN_TIMEOUT,
+        op,
     )
     after = the_one_job(devcluster, namespace)
     assert after["metadata"]["uid"] == job["metadata"]["uid"]  # adopted, never re-created
@@ -196,7 +211,10 @@ def test_sigkill_while_the_job_runs_then_restart_after_it_finished(
 
     op.start()
     status = wait_for(
-        "the run recorded", finished_runs(devcluster, namespace, NAME, 1), RUN_TIMEOUT, op
+        "the run and an evaluation recorded",
+        evaluated_after_runs(devcluster, namespace, NAME, 1),
+        RUN_TIMEOUT,
+        op,
     )
     after = the_one_job(devcluster, namespace)
     assert after["metadata"]["uid"] == job["metadata"]["uid"]

@@ -5,6 +5,7 @@ ModelOptimization, the operator runs optimizer_job as a Job through the node age
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from operator_process import (
     RESYNC,
     OperatorProcess,
     condition,
+    evaluated_after_runs,
     events_of,
     example_uris,
     finished_runs,
@@ -51,12 +53,31 @@ def active_run(cluster: Cluster, namespace: str, name: str) -> Callable[[], Any]
     return check
 
 
+def table_row(table: str, name: str) -> dict[str, str]:
+    """A row of `kubectl get` by its column headers (some are two words, some cells empty):
+    each cell is the text under its header, up to the next header."""
+    header, *lines = table.splitlines()
+    titles = [m.group() for m in re.finditer(r"\S+(?: \S+)*", header)]
+    starts = [m.start() for m in re.finditer(r"\S+(?: \S+)*", header)]
+    line = next(line for line in lines if line.split()[0] == name)
+    bounds = [*starts[1:], None]
+    return {t: line[a:b].strip() for t, a, b in zip(titles, starts, bounds, strict=True)}
+
+
 def assert_settled(status: dict[str, Any], generation: int) -> None:
+    """A run recorded and an evaluation recorded: the conditions say what it measured."""
     assert status["observedGeneration"] == generation
     assert "activeRun" not in status
     assert condition(status, "Optimizing")["status"] == "False"
-    for type_ in ("DriftDetected", "LatencyWithinSLO", "TemporaryFixActive"):
-        assert condition(status, type_)["status"] == "Unknown"
+    evaluation = status["lastEvaluation"]
+    drift = condition(status, "DriftDetected")
+    # The example's current data is shifted: the evaluation measured drift, and said so.
+    assert evaluation["driftScore"] > 0 and evaluation["driftDetected"] is True, evaluation
+    assert (drift["status"], drift["reason"]) == ("True", "DriftOverThreshold"), drift
+    latency = condition(status, "LatencyWithinSLO")
+    assert (latency["status"], latency["reason"]) == ("Unknown", "NoSLO")  # no triggers.latency
+    # No spec.target: there is no Deployment to give more resources.
+    assert condition(status, "TemporaryFixActive")["status"] == "Unknown"
 
 
 def test_apply_runs_the_pipeline_and_records_it(
@@ -74,7 +95,12 @@ def test_apply_runs_the_pipeline_and_records_it(
     uris = example_uris(job_example)
     apply(devcluster, manifest, mo_manifest("digits", ns, uris, f"file://{artifacts_dir}"))
 
-    status = wait_for("the first run", finished_runs(devcluster, ns, "digits", 1), RUN_TIMEOUT, op)
+    status = wait_for(
+        "the first run and evaluation",
+        evaluated_after_runs(devcluster, ns, "digits", 1),
+        RUN_TIMEOUT,
+        op,
+    )
     mo = get_json(devcluster, "mo", "digits", "-n", ns)
     run_id = names.run_id_for(mo["metadata"]["uid"], 1)
     (run,) = status["runs"]
@@ -92,17 +118,30 @@ def test_apply_runs_the_pipeline_and_records_it(
     assert status["candidate"]["runId"] == run_id
     assert status["lastRunRequest"] == "first"
     assert status["runCount"] == 1
-    assert status["phase"] == "Monitoring"
+    # promotion Manual: the candidate passed its gates and waits for approval.
+    assert status["phase"] == "AwaitingPromotion"
+    promoted = condition(status, "Promoted")
+    assert (promoted["status"], promoted["reason"]) == ("False", "AwaitingApproval")
+    assert f"approvedRunId: {run_id}" in promoted["message"]
+    assert all(gate["passed"] for gate in run["gates"]), run["gates"]
     assert condition(status, "Ready")["status"] == "True"
     assert condition(status, "Optimizing")["reason"] == "RunSucceeded"
     assert_settled(status, mo["metadata"]["generation"])
 
     table = devcluster.kubectl("get", "mo", "-n", ns).stdout
-    row = next(line for line in table.splitlines() if line.startswith("digits"))
-    assert row.split()[1:4] == ["Monitoring", "True", "Succeeded"], table
+    row = table_row(table, "digits")
+    assert (row["PHASE"], row["READY"], row["LAST RUN"]) == (
+        "AwaitingPromotion",
+        "True",
+        "Succeeded",
+    ), table
+    evaluation = status["lastEvaluation"]
+    assert float(row["DRIFT"]) == pytest.approx(evaluation["driftScore"]), table
+    assert float(row["P95 MS"]) == pytest.approx(evaluation["latency"]["p95Ms"]), table
     described = devcluster.kubectl("describe", "mo", "digits", "-n", ns).stdout
     assert f"Started run {run_id}" in described
     assert f"Run {run_id} succeeded" in described
+    assert "CandidateReady" in described and "Evaluated" in described
 
     # The Job and its ConfigMap: named after the run, owned so that deletion cascades.
     (job,) = jobs_of(devcluster, ns, "digits")
@@ -195,8 +234,18 @@ def test_bad_input_fails_once_and_says_why(
         mo_manifest("broken", namespace, uris, f"file://{artifacts_dir}", run_request="fixed"),
     )
     status = wait_for("run 2 started", active_run(devcluster, namespace, "broken"), 60, op)
-    assert condition(status, "Ready")["status"] == "True"
     assert status["activeRun"]["reason"] == "A run was requested (spec.runRequest='fixed')."
+
+    # The evaluation that refused the old input is repeated at once, not an interval (5m)
+    # later: its success makes the resource Ready again.
+    def ready_again() -> dict[str, Any] | None:
+        status = mo_status(devcluster, namespace, "broken")
+        return status if condition(status, "Ready")["status"] == "True" else None
+
+    status = wait_for("Ready=True after a new evaluation", ready_again, RUN_TIMEOUT, op)
+    evaluation = status["lastEvaluation"]
+    assert evaluation["modelUri"] == uris["model"], evaluation
+    assert evaluation["accuracyPercent"] > 0 and "message" not in evaluation, evaluation
 
 
 def test_missing_claim_waits_then_runs_on_the_claim(

@@ -311,6 +311,8 @@ class Evaluations(LoopStep):
         """Start the next evaluate Job when it is due (never two at once, none suspended)."""
         spec, status = self.spec, self.status
         last = status.last_evaluation.time if status.last_evaluation else None
+        if self._failed_before_spec_change():
+            last = None  # the user changed the spec, perhaps fixed it: look again now
         due = evaluation_due(
             spec.monitoring.interval_delta,
             last,
@@ -357,6 +359,16 @@ class Evaluations(LoopStep):
             id=run_id, job_name=job["metadata"]["name"], started_at=self.now
         )
         status.evaluation_count = sequence
+
+    def _failed_before_spec_change(self) -> bool:
+        """The last evaluation measured nothing (it refused its input or failed) and the
+        spec changed since the last pass: waiting a whole interval to find out whether the
+        change fixed it would keep Ready=False BadInput on a spec that may be fine."""
+        last, seen = self.status.last_evaluation, self.status.observed_generation
+        failed = last is not None and (last.message or "").startswith(
+            (BAD_INPUT_PREFIX, FAILED_PREFIX)
+        )
+        return failed and seen is not None and seen < self.ctx.generation
 
     def _owns(self, obj: Json, run_id: str) -> bool:
         meta = obj["metadata"]

@@ -574,6 +574,7 @@ class ReconcilePass:
             and current.status == "False"
             and current.reason == Reason.BAD_INPUT
             and current.observed_generation == self.generation
+            and self._last_run_refused_its_input()
         ):
             return  # the spec did not change since its input was refused: still not ready
         if problem is None:
@@ -586,6 +587,16 @@ class ReconcilePass:
             current is None or current.reason != reason or current.status != "False"
         ):
             self._event("Warning", reason, message)
+
+    def _last_run_refused_its_input(self) -> bool:
+        """Whether Ready=False BadInput is the last run's (it stays until the spec changes),
+        not an evaluation's (that one clears with the next successful evaluation)."""
+        last = self.status.runs[-1] if self.status.runs else None
+        return (
+            last is not None
+            and last.outcome == Outcome.FAILED
+            and (last.message or "").startswith(f"{Reason.BAD_INPUT}:")
+        )
 
     def _set_optimizing(self) -> None:
         active = self.status.active_run
