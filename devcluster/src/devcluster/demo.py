@@ -19,6 +19,7 @@ with less training and shorter intervals.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import socket
@@ -135,9 +136,12 @@ class Demo:
 
         def ready() -> Traffic | None:
             for ip in self.kube.ready_pod_ips(m.SERVING_SELECTOR):
-                traffic = send(ip, shifted, requests=3)
-                if expect_model is None or traffic.model_uri == expect_model:
-                    return send(ip, shifted)
+                try:
+                    traffic = send(ip, shifted, requests=3)
+                    if expect_model is None or traffic.model_uri == expect_model:
+                        return send(ip, shifted)
+                except (OSError, http.client.HTTPException):
+                    continue  # a Pod of the old ReplicaSet going away during a rollout
             return None
 
         traffic = wait_for(f"serving Pod with {expect_model or 'a model'}", ready, 240)
@@ -398,6 +402,7 @@ class Demo:
             f"{fix_condition.get('message')}"
         )
         self._show_evaluation(status)
+        self.kube.rollout(m.SERVING, timeout=240)
         restored = self.container_resources()
         exact = restored == self.original_resources
         say(
@@ -506,7 +511,13 @@ class Demo:
                 shifted=True,
             )
             self.first_evaluation_of(str(run["artifactUri"]))
-        except (DemoFailedError, StepTimeoutError, RuntimeError) as error:
+        except (
+            DemoFailedError,
+            StepTimeoutError,
+            RuntimeError,
+            OSError,
+            http.client.HTTPException,
+        ) as error:
             failed = True
             self.missing.append(f"step {self.progress.number}: {error}")
             print(
