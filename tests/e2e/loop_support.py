@@ -20,14 +20,10 @@ import yaml
 from operator_process import OperatorProcess, get_json, scratch_dir, wait_for
 
 from devcluster.controlplane import Cluster
-from driftwarden.runtime import Runtime
 
 PROJECT = Path(__file__).resolve().parents[2]
 SERVER_MANIFEST = PROJECT / "examples" / "serving" / "deployment.yaml"
 RESYNC = 2.0
-# The loop's services are called from the reconcile pass once it is wired in (see the
-# closed-loop issue); before that these tests would only show that nothing happens.
-LOOP_WIRED = "target" in getattr(Runtime, "__dataclass_fields__", {})
 
 
 def start_loop_operator(

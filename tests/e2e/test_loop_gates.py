@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from loop_support import (
-    LOOP_WIRED,
     apply_yaml,
     condition,
     container_of,
@@ -31,10 +30,7 @@ from operator_process import OperatorProcess, scratch_dir
 
 from devcluster.controlplane import Cluster
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(not LOOP_WIRED, reason="the loop is not wired into the reconcile pass"),
-]
+pytestmark = pytest.mark.e2e
 pytest_plugins = ["operator_fixtures"]
 
 SERVER = "gated-server"

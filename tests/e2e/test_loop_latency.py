@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import torch
 from loop_support import (
-    LOOP_WIRED,
     apply_yaml,
     condition,
     container_of,
@@ -37,10 +36,7 @@ from devcluster.controlplane import Cluster
 from optimizer_job.example import digits_tables
 from optimizer_job.modelio import build_model, save_model
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(not LOOP_WIRED, reason="the loop is not wired into the reconcile pass"),
-]
+pytestmark = pytest.mark.e2e
 pytest_plugins = ["operator_fixtures"]
 
 NAME = "slow"

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 from loop_support import (
-    LOOP_WIRED,
     apply_yaml,
     condition,
     event_reasons,
@@ -18,10 +17,7 @@ from operator_process import OperatorProcess, scratch_dir
 
 from devcluster.controlplane import Cluster
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(not LOOP_WIRED, reason="the loop is not wired into the reconcile pass"),
-]
+pytestmark = pytest.mark.e2e
 pytest_plugins = ["operator_fixtures"]
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from loop_support import LOOP_WIRED
 from operator_process import (
     RESYNC,
     OperatorProcess,
@@ -41,9 +40,6 @@ pytest_plugins = ["operator_fixtures", "prometheus_fixture"]
 NAME = "digits"
 RUN_TIMEOUT = 180.0
 EVALUATION_TIMEOUT = 180.0
-needs_loop = pytest.mark.skipif(
-    not LOOP_WIRED, reason="evaluations are not wired into the reconcile pass yet"
-)
 
 
 def scraped_operator(
@@ -165,7 +161,6 @@ spec:
 """
 
 
-@needs_loop
 def test_drift_score_in_prometheus_is_the_one_in_status(
     devcluster: Cluster,
     namespace: str,
@@ -210,7 +205,6 @@ def test_drift_score_in_prometheus_is_the_one_in_status(
     assert 0 <= stamp - evaluated_at.timestamp() <= 15
 
 
-@needs_loop
 def test_serving_latency_comes_from_prometheus(
     devcluster: Cluster,
     namespace: str,
