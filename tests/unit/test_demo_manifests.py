@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from devcluster import demo_manifests as m
-from devcluster.demo_show import run_rows, table
+from devcluster.demo_show import evaluation_rows, run_header, run_rows, table
 from driftwarden.api.spec import ModelOptimizationSpec
 
 pytestmark = pytest.mark.unit
@@ -26,8 +26,9 @@ def test_the_rendered_optimization_is_the_example_with_slo_and_pace(pace: m.Pace
     assert spec.triggers.latency is not None
     assert spec.triggers.latency.p95_ms == 7
     assert rendered["spec"]["monitoring"]["interval"] == pace.interval
-    assert rendered["spec"]["pipeline"][0]["retrain"]["epochs"] == pace.retrain_epochs
-    assert rendered["spec"]["pipeline"][1]["prune"]["fineTuneEpochs"] == pace.fine_tune_epochs
+    stages = {name: body for stage in rendered["spec"]["pipeline"] for name, body in stage.items()}
+    assert stages["retrain"]["epochs"] == pace.retrain_epochs
+    assert stages["prune"]["fineTuneEpochs"] == pace.fine_tune_epochs
     # Nothing else changes: the demo shows the example file, not another resource.
     for key in ("model", "data", "artifacts", "target", "gates", "promotion", "job"):
         assert rendered["spec"][key] == example["spec"][key]
@@ -62,6 +63,7 @@ def test_the_report_table_reads_runs_from_status() -> None:
             {
                 "id": "r1",
                 "trigger": "Latency",
+                "startedAt": "2026-11-28T16:21:10Z",
                 "outcome": "Promoted",
                 "baseline": {"accuracyPercent": 90.0, "latencyMs": {"b64_p95": 8.0}},
                 "candidate": {"accuracyPercent": 89.5, "latencyMs": {"b64_p95": 3.0}},
@@ -69,8 +71,24 @@ def test_the_report_table_reads_runs_from_status() -> None:
             }
         ]
     }
-    rows = run_rows(status, 64)
-    assert rows == [
-        ["r1", "Latency", "Promoted", "90.0% -> 89.5%", "8.00 -> 3.00", "- -> -", "Speedup ok"]
+    evaluations = [
+        {"id": "e1", "time": "2026-11-28T16:21:05Z", "driftScore": 0.0184, "modelUri": "x/v1"},
+        {"id": "e2", "time": "2026-11-28T16:21:30Z", "driftScore": 4.61, "driftDetected": True},
     ]
-    assert table(["a", "b", "c", "d", "e", "f", "g"], rows).splitlines()[2].startswith("r1 ")
+    rows = run_rows(status, 64, evaluations)
+    assert rows == [
+        [
+            "r1",
+            "Latency",
+            "0.0184",  # the evaluation before the run, not the later one
+            "Promoted",
+            "90.0% -> 89.5%",
+            "8.00 -> 3.00",
+            "- -> -",
+            "Speedup ok",
+        ]
+    ]
+    assert run_header(64)[5] == "p95 ms b64"
+    assert table(run_header(64), rows).splitlines()[2].startswith("r1 ")
+    assert evaluation_rows(evaluations)[1][3] == "4.61 *"
+    assert evaluation_rows(evaluations)[0][2] == "v1"

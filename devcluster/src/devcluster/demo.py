@@ -6,7 +6,7 @@ model and its data into a volume, starts a serving Deployment, applies a
 ModelOptimization, and then shows what the operator does on its own:
 
 1. the model is too slow for its latency SLO: the serving container gets more CPU (the
-   temporary fix), a run retrains and prunes the model, the gates pass, the Deployment is
+   temporary fix), a run prunes and retrains the model, the gates pass, the Deployment is
    pointed at the new model, and once it meets the SLO the original resources come back;
 2. the data shifts (a Job swaps in new current data, as a pipeline would): the evaluation
    detects drift, a run retrains on the new data, the gates pass and it is promoted.
@@ -39,8 +39,10 @@ from devcluster.demo_show import (
     Progress,
     command,
     condition,
+    evaluation_rows,
     indented,
     metrics_up,
+    run_header,
     run_rows,
     say,
     show_metrics,
@@ -90,12 +92,16 @@ class Demo:
         self.latency_batch = 0
         self.original_resources: Json = {}
         self.missing: list[str] = []  # steps that could not be shown, and why
+        self.evaluations: dict[str, Json] = {}  # every lastEvaluation seen, by id, in order
 
     # ---- helpers --------------------------------------------------------------------
 
     def status(self) -> Json:
         body = self.kube.custom("modeloptimizations", m.MO_NAME) or {}
         status: Json = body.get("status") or {}
+        last = status.get("lastEvaluation") or {}
+        if last.get("id") and last.get("time"):
+            self.evaluations[str(last["id"])] = last
         return status
 
     def watch(self, what: str, check: Callable[[Json], T | None], timeout: float) -> T:
@@ -360,10 +366,10 @@ class Demo:
         for gate in run.get("gates") or []:
             passed = "passed" if gate.get("passed") else "FAILED"
             say(f"gate {gate['name']}: {passed} - {gate.get('message')}")
+        evaluations = list(self.evaluations.values())
         indented(table(
-            ["run", "trigger", "outcome", "accuracy", f"p95 ms b{self.latency_batch}",
-             "KiB", "gates"],
-            run_rows({"runs": [run]}, self.latency_batch),
+            run_header(self.latency_batch),
+            run_rows({"runs": [run]}, self.latency_batch, evaluations),
         ))  # fmt: skip
 
     def _show_stages(self, run: Json) -> None:
@@ -437,10 +443,22 @@ class Demo:
         self.progress.number = STEPS - 1  # the report is the last step, even after a failure
         self.progress.step("Report (from the ModelOptimization's status)")
         status = self.status()
-        header = ["run", "why", "outcome", "accuracy", f"p95 ms b{self.latency_batch}",
-                  "size KiB", "gates"]  # fmt: skip
-        rows = run_rows(status, self.latency_batch)
-        indented(table(header, rows) if rows else "(no runs recorded)")
+        evaluations = list(self.evaluations.values())
+        rows = run_rows(status, self.latency_batch, evaluations)
+        say("optimization runs (accuracy, latency and size: model in use -> candidate):")
+        indented(table(run_header(self.latency_batch), rows) if rows else "(no runs recorded)")
+        say(
+            f"evaluations seen (* drift over the threshold; SLO p95 <= {self.slo_ms} ms at "
+            f"batch {self.latency_batch}):"
+        )
+        indented(
+            table(
+                ["evaluation", "time", "model", "drift", "p95 ms", "accuracy"],
+                evaluation_rows(evaluations),
+            )
+            if evaluations
+            else "(none)"
+        )
         for run in status.get("runs") or []:
             say(f"{run['id']}: {run.get('trigger')} - {run.get('reason') or ''}")
         last = status.get("lastEvaluation") or {}
@@ -500,7 +518,7 @@ class Demo:
             self.temporary_fix()
             self.optimization_run(
                 "Latency",
-                "A run for the latency SLO: retrain, prune, gates, promotion",
+                "A run for the latency SLO: prune, retrain, gates, promotion",
                 shifted=False,
             )
             self.revert_fix()

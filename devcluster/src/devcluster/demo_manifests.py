@@ -41,8 +41,8 @@ class Pace:
 
 FULL = Pace(
     prepare_epochs=15,
-    retrain_epochs=8,
-    fine_tune_epochs=20,
+    retrain_epochs=10,
+    fine_tune_epochs=5,
     interval="20s",
     cooldown="30s",
     expires_after="4m",
@@ -50,8 +50,8 @@ FULL = Pace(
 )
 FAST = Pace(
     prepare_epochs=8,
-    retrain_epochs=4,
-    fine_tune_epochs=12,
+    retrain_epochs=6,
+    fine_tune_epochs=3,
     interval="10s",
     cooldown="20s",
     expires_after="3m",
