@@ -133,11 +133,28 @@ def _kib(value: int | None) -> str:
     return "-" if value is None else f"{value / 1024:.1f}"
 
 
-def run_rows(status: Json, batch: int) -> list[list[str]]:
-    """One row per run: why it ran, what it did, before and after on the same holdout."""
+RUN_HEADER = ["run", "why", "drift", "outcome", "accuracy", "p95 ms b{batch}", "size KiB", "gates"]
+
+
+def run_header(batch: int) -> list[str]:
+    return [h.format(batch=batch) for h in RUN_HEADER]
+
+
+def drift_at_start(run: Json, evaluations: list[Json]) -> float | None:
+    """The drift score of the last evaluation seen before the run started."""
+    started = str(run.get("startedAt") or "")
+    before = [e for e in evaluations if str(e.get("time") or "") <= started]
+    score = before[-1].get("driftScore") if before else None
+    return None if score is None else float(score)
+
+
+def run_rows(status: Json, batch: int, evaluations: list[Json] | None = None) -> list[list[str]]:
+    """One row per run: why it ran (and the drift score then), what it did, before and
+    after on the same holdout."""
     rows = []
     key = f"b{batch}_p95"
     for run in status.get("runs") or []:
+        drift = drift_at_start(run, evaluations or [])
         before = run.get("baseline") or {}
         after = run.get("candidate") or {}
         gates = ", ".join(
@@ -147,12 +164,34 @@ def run_rows(status: Json, batch: int) -> list[list[str]]:
             [
                 run["id"],
                 run.get("trigger", "?"),
+                "-" if drift is None else f"{drift:.3g}",
                 run.get("outcome", "?"),
                 f"{_pct(before.get('accuracyPercent'))} -> {_pct(after.get('accuracyPercent'))}",
                 f"{_ms((before.get('latencyMs') or {}).get(key))} -> "
                 f"{_ms((after.get('latencyMs') or {}).get(key))}",
                 f"{_kib(before.get('sizeBytes'))} -> {_kib(after.get('sizeBytes'))}",
                 gates or "-",
+            ]
+        )
+    return rows
+
+
+def evaluation_rows(evaluations: list[Json]) -> list[list[str]]:
+    """One row per evaluation the demo saw: which model, drift, latency, accuracy."""
+    rows = []
+    for evaluation in evaluations:
+        latency = evaluation.get("latency") or {}
+        drift = evaluation.get("driftScore")
+        rows.append(
+            [
+                str(evaluation.get("id")),
+                str(evaluation.get("time", ""))[11:19],
+                str(evaluation.get("modelUri", "")).rsplit("/", 1)[-1],
+                "-"
+                if drift is None
+                else f"{drift:.3g}" + (" *" if evaluation.get("driftDetected") else ""),
+                _ms(latency.get("p95Ms")),
+                _pct(evaluation.get("accuracyPercent")),
             ]
         )
     return rows
