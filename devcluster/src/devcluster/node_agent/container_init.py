@@ -213,6 +213,22 @@ def _expose_closed_ancestors(
                     namespace.bind(other, other, read_only=False)
 
 
+def _covers(mount_target: str, path: str) -> bool:
+    return path == mount_target or path.startswith(mount_target.rstrip("/") + "/")
+
+
+def _rebind_covered(spec: LaunchSpec, namespace: _Namespace, targets: list[str]) -> None:
+    """Bind the interpreter and project back where a volume hides them.
+
+    A checkout under /tmp is hidden by the usual emptyDir on /tmp (a read-only root file
+    system needs one): the held handles still reach the originals, so they go back on top,
+    read-only.
+    """
+    covered = [k for k in spec.keep_reachable if any(_covers(t, k) for t in targets)]
+    for keep in sorted(covered, key=len):
+        namespace.bind(keep, keep, read_only=True)
+
+
 def _enter_namespaces(spec: LaunchSpec) -> None:
     if spec.join_pid is not None:
         for kind, flag in (("mnt", CLONE_NEWNS), ("uts", CLONE_NEWUTS)):
@@ -241,6 +257,7 @@ def _mount_volumes(spec: LaunchSpec) -> None:
             _expose_closed_ancestors(spec, namespace, spec.uid, gids)
         for mount in mounts:
             namespace.bind(mount.source, mount.target, read_only=mount.read_only)
+        _rebind_covered(spec, namespace, [m.target for m in mounts])
         namespace.ensure_mount_point(spec.working_dir, directory=True)
     finally:
         namespace.close()
