@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from fitting import fit_seeded
 from sklearn.datasets import load_digits
 from torch import nn
 
@@ -56,23 +57,7 @@ def ctx() -> StageContext:
 
 @pytest.fixture(scope="module")
 def trained(ctx: StageContext) -> nn.Module:
-    torch.manual_seed(0)
-    model = zoo.mlp(**KWARGS)
-    training.fit(
-        model,
-        ctx.train,
-        ctx.validation,
-        epochs=8,
-        batch_size=64,
-        lr=3e-3,
-        weight_decay=1e-4,
-        label_smoothing=0.0,
-        patience=0,
-        device=CPU,
-        seed=0,
-        log=ctx.log,
-    )
-    return model.eval()
+    return fit_seeded(zoo.mlp(**KWARGS), ctx, epochs=8).eval()
 
 
 def rows_of(coreset: Table, table: Table) -> np.ndarray:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from fitting import fit_seeded
 from sklearn.datasets import load_digits
 from torch import nn
 
@@ -64,23 +65,7 @@ def ctx() -> StageContext:
 
 @pytest.fixture(scope="module")
 def trained(ctx: StageContext) -> nn.Module:
-    torch.manual_seed(0)
-    model = zoo.small_cnn(**KWARGS)
-    training.fit(
-        model,
-        ctx.train,
-        ctx.validation,
-        epochs=5,
-        batch_size=64,
-        lr=3e-3,
-        weight_decay=1e-4,
-        label_smoothing=0.0,
-        patience=0,
-        device=CPU,
-        seed=0,
-        log=ctx.log,
-    )
-    return model
+    return fit_seeded(zoo.small_cnn(**KWARGS), ctx, epochs=5)
 
 
 def conv_widths(model: nn.Module) -> list[int]:
