@@ -376,3 +376,26 @@ def test_a_spec_the_models_refuse_is_reported_not_retried(metrics: OperatorMetri
     assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
     assert "spec.pipeline" in ready["message"]
     assert fake.jobs == {}
+
+
+def test_runs_that_fell_out_of_the_history_are_never_recorded_again(
+    metrics: OperatorMetrics,
+) -> None:
+    """25 runs, every Job kept (a week's TTL): each is recorded once, status.runs keeps the
+    newest 20, lastRunRequest never moves back, and no extra run starts."""
+    fake = FakeKube(spec(runRequest="req-1"))
+    for sequence in range(1, 26):
+        fake.mo["spec"]["runRequest"] = f"req-{sequence}"
+        status = run_pass(fake, metrics)
+        run_id = names.run_id_for(UID, sequence)
+        job = f"{NAME}-optimize-{run_id}"
+        assert status["activeRun"]["id"] == run_id, sequence
+        fake.finish(job, 0, success_message())
+        for _ in range(2):
+            status = run_pass(fake, metrics)
+    assert len(fake.jobs) == 25
+    assert [r["id"] for r in status["runs"]] == [names.run_id_for(UID, s) for s in range(6, 26)]
+    assert (status["runCount"], status["lastRunRequest"]) == (25, "req-25")
+    assert "activeRun" not in status
+    reasons = [e[1] for e in fake.events]
+    assert reasons.count("RunSucceeded") == 25 and reasons.count("RunStarted") == 25

@@ -175,18 +175,33 @@ def test_intent_is_rebuilt_from_status() -> None:
             "promoted": {"current": "pvc://m/r1", "runId": "r1", "at": "2026-03-02T12:00:00Z"},
             "temporaryFix": {
                 "active": True,
+                "deployment": "d",
+                "appliedAt": "2026-03-02T12:00:00Z",
                 "expiresAt": "2026-03-02T14:00:00Z",
-                "applied": [{"container": "server", "limits": {"cpu": "2"}}],
-                "original": [{"container": "server", "limits": {"cpu": "1"}}],
+                "applied": [{"container": "server", "limits": {"cpu": "2", "memory": "2Gi"}}],
+                "original": [{"container": "server", "limits": {"cpu": "1", "memory": "1Gi"}}],
             },
         }
     )
-    intent = from_api.intent(current, "server")
+    fix = from_api.fix_record(current, "uid-1", "mo")
+    assert fix is not None and (fix.deployment, fix.container) == ("d", "server")
+    intent = from_api.intent(current, "d", "server", fix)
     assert intent.model_uri == "pvc://m/r1" and intent.promoted_run == "r1"
-    assert intent.resources == ResourceValues(limits={"cpu": "2"})
+    assert intent.resources == ResourceValues(limits={"cpu": "2", "memory": "2Gi"})
     assert intent.fix_expires_at == "2026-03-02T14:00:00Z"
+    assert intent.fix_record == fix.to_annotation()
+    # A person changed the memory limit during the fix: an apply never forces it back.
+    live = ResourceValues(limits={"cpu": "2", "memory": "3Gi"})
+    assert from_api.intent(current, "d", "server", fix, live).resources == ResourceValues(
+        limits={"cpu": "2"}
+    )
+    # Another Deployment (the target moved) or container never gets this fix.
+    for deployment, container in (("other", "server"), ("d", "sidecar")):
+        elsewhere = from_api.intent(current, deployment, container, fix)
+        assert elsewhere.resources.is_empty() and elsewhere.fix_record is None
     inactive = status({"temporaryFix": {"active": False, "applied": [{"container": "server"}]}})
-    assert from_api.intent(inactive, "server").is_empty()
+    assert from_api.fix_record(inactive, "uid-1", "mo") is None
+    assert from_api.intent(status({}), "d", "server", None).is_empty()
 
 
 def test_passed_run_needs_passed_gates_and_a_live_outcome() -> None:

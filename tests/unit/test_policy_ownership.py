@@ -11,6 +11,7 @@ from driftwarden.policy.deployment_apply import ResourceValues
 from driftwarden.policy.ownership import (
     container_key,
     detach_patch,
+    owned_env_names,
     release_fields,
     release_patch,
     resource_paths,
@@ -117,3 +118,10 @@ def test_detach_patch_removes_our_annotations_and_our_entry_only() -> None:
     ]
     alone = detach_patch([OURS], "9", {})
     assert alone[-1]["value"] == [{}]
+
+
+def test_owned_env_names_are_the_values_we_applied() -> None:
+    # What a revert on a Deployment that is no longer the target must keep in its apply.
+    assert owned_env_names([THEIRS, OURS], "server") == ["MODEL_URI"]
+    assert owned_env_names([THEIRS], "server") == []
+    assert owned_env_names([OURS], "sidecar") == []

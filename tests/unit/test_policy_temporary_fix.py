@@ -1,4 +1,5 @@
-"""Temporary fix: raised values, caps, GPUs, exact originals, exact revert, when to act."""
+"""Temporary fix: raised values, caps, GPUs, exact originals, exact revert, a person's
+change left alone, when to act (also when spec.target moved)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,17 @@ from driftwarden.policy.quantity import parse_quantity
 from driftwarden.policy.temporary_fix import (
     GPU,
     ActiveFix,
+    ChangedField,
     FixSettings,
     LatencyReading,
     decide_fix,
     expires_at,
     plan_fix,
+    plan_revert,
     restored_after_revert,
     revert_values,
+    still_applied,
+    target_moved,
 )
 
 pytestmark = pytest.mark.unit
@@ -212,3 +217,69 @@ def test_revert_when_disabled() -> None:
     decision = decide_fix(FixSettings(enabled=False), ACTIVE, SLOW, None, None, False, T0 + MIN)
     assert decision.action == "Revert" and decision.revert_reason == "Disabled"
     assert decide_fix(None, ACTIVE, SLOW, None, None, False, T0 + MIN).revert_reason == "Disabled"
+
+
+def test_revert_after_retargeting_or_removing_the_target() -> None:
+    fix = replace(ACTIVE, deployment="web", container="server")
+    assert target_moved("web", "server", "web", None) is None
+    assert target_moved("web", "server", "web", "server") is None
+    moved = target_moved("web", "server", "web-v2", None)
+    assert moved is not None and "web-v2" in moved and "Deployment web " in moved
+    gone = target_moved("web", "server", None, None)
+    assert gone is not None and "spec.target was removed" in gone
+    other_container = target_moved("web", "server", "web", "sidecar")
+    assert other_container is not None and "container sidecar" in other_container
+    # Whatever else holds (still breached, not expired): the fix goes where it was applied.
+    decision = decide_fix(FixSettings(), fix, SLOW, None, None, False, T0 + MIN, moved)
+    assert decision.action == "Revert" and decision.revert_reason == "Retargeted"
+    assert decision.reason == moved
+
+
+# ---- a revert restores only what is still ours ---------------------------------------------
+
+ORIGINAL = ResourceValues(requests={"cpu": "500m"}, limits={"cpu": "1", "memory": "512Mi"})
+APPLIED = ResourceValues(limits={"cpu": "2", "memory": "768Mi", GPU: "1"}, requests={"cpu": "1"})
+
+
+def test_revert_restores_fields_still_at_the_applied_values() -> None:
+    plan = plan_revert(ORIGINAL, APPLIED, APPLIED)
+    assert plan.values == ORIGINAL  # the GPU limit was absent: left out, so removed
+    assert plan.restored == APPLIED and plan.changed == ()
+    # The same values written differently ("2000m" for "2") are still ours.
+    spelled = ResourceValues(requests={"cpu": "1000m"}, limits={**APPLIED.limits, "cpu": "2000m"})
+    assert plan_revert(ORIGINAL, APPLIED, spelled).restored == APPLIED
+
+
+def test_a_field_a_person_changed_during_the_fix_is_left_and_named() -> None:
+    # On-call raised the cpu limit from 2 to 3 and removed the memory limit.
+    live = ResourceValues(requests={"cpu": "1"}, limits={"cpu": "3", GPU: "1"})
+    plan = plan_revert(ORIGINAL, APPLIED, live)
+    assert plan.changed == (
+        ChangedField("limits", "cpu", "2", "3"),
+        ChangedField("limits", "memory", "768Mi", None),  # removed: not put back either
+    )
+    assert plan.values == ResourceValues(requests={"cpu": "500m"})  # GPU limit: removed
+    assert plan.restored == ResourceValues(requests={"cpu": "1"}, limits={GPU: "1"})
+    assert plan.changed[0].describe() == "cpu limit: DriftWarden set 2, now 3"
+    assert plan.changed[1].describe() == "memory limit: DriftWarden set 768Mi, now unset"
+    assert plan.summary(ORIGINAL) == "cpu request 500m, nvidia.com/gpu limit unset"
+    # The revert's read-back check covers what it restored, not what it left.
+    after = ResourceValues(requests={"cpu": "500m"}, limits={"cpu": "3"})
+    assert restored_after_revert(after, ORIGINAL, plan.restored)
+
+
+def test_a_revert_repeated_after_a_lost_status_write_changes_nothing() -> None:
+    # The first revert restored everything; its status write was lost. The second keeps the
+    # restored values in its apply (leaving them out would delete fields we own) and reports
+    # no change by a person.
+    plan = plan_revert(ORIGINAL, APPLIED, ORIGINAL)
+    assert plan.values == ORIGINAL and plan.changed == ()
+    assert restored_after_revert(ORIGINAL, ORIGINAL, plan.restored)
+
+
+def test_applies_during_a_fix_carry_only_fields_nobody_changed() -> None:
+    live = ResourceValues(requests={"cpu": "1"}, limits={"cpu": "3", "memory": "768Mi"})
+    assert still_applied(APPLIED, live) == ResourceValues(
+        requests={"cpu": "1"}, limits={"memory": "768Mi"}
+    )
+    assert still_applied(APPLIED, APPLIED) == APPLIED

@@ -19,7 +19,16 @@ EXIT_CODE: Final = 137
 # After the ConfigMap exists, before the Job is resumed.
 # After the Job was resumed, before status.activeRun is written.
 # After the run finished (Job Complete/Failed), before status.runs records it.
-CrashPoint = Literal["job-created", "configmap-created", "job-resumed", "run-finished-unrecorded"]
+# After a temporary fix was raised on the Deployment, before status.temporaryFix records it.
+# After a temporary fix was reverted, before its fields are handed back and status says so.
+CrashPoint = Literal[
+    "job-created",
+    "configmap-created",
+    "job-resumed",
+    "run-finished-unrecorded",
+    "fix-applied",
+    "fix-reverted",
+]
 
 _log = logging.getLogger(__name__)
 

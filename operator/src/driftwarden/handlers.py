@@ -25,7 +25,12 @@ from driftwarden.config import OperatorConfig
 from driftwarden.k8s import ApiError, Kube, load_api_client
 from driftwarden.metrics import OperatorMetrics
 from driftwarden.runtime import Runtime
-from driftwarden.services.reconcile import ReconcileConflictError, reconcile, release
+from driftwarden.services.reconcile import (
+    ReconcileConflictError,
+    ReleaseFailedError,
+    reconcile,
+    release,
+)
 from driftwarden.services.target import KubeTargetApi
 
 _log = logging.getLogger(__name__)
@@ -130,10 +135,16 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
             _log.info("job event for %s/%s deferred to the resync: %s", namespace, owner, error)
 
     @kopf.on.delete(*resource, id="forget", registry=registry)
-    def deleted(namespace: str | None, name: str, body: kopf.Body, memo: Any, **_: Any) -> None:
+    def deleted(namespace: str | None, name: str, memo: Any, retry: int, **_: Any) -> None:
         # Jobs and ConfigMaps go with the resource (ownerReferences); artifacts stay.
+        # Until the fix is reverted and the target handed back, kopf keeps the finalizer
+        # and calls this again after the delay.
         runtime = runtime_of(memo)
-        release(runtime, dict(body))  # revert a temporary fix, hand the target back
+        delay = _backoff(retry)
+        try:
+            release(runtime, _namespaced(namespace), name, delay)
+        except ReleaseFailedError as error:
+            raise kopf.TemporaryError(str(error), delay=delay) from error
         runtime.metrics.forget(_namespaced(namespace), name)
         runtime.locks.forget(_namespaced(namespace), name)
 

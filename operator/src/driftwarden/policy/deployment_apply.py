@@ -33,6 +33,8 @@ ANNOTATION_PREFIX = "driftwarden.io/"
 PROMOTED_RUN_ANNOTATION = "driftwarden.io/promoted-run"
 MODEL_URI_ANNOTATION = "driftwarden.io/model-uri"
 TEMPORARY_FIX_ANNOTATION = "driftwarden.io/temporary-fix-expires"
+# The record of an active temporary fix (policy.fix_record), written with the raise.
+FIX_RECORD_ANNOTATION = "driftwarden.io/temporary-fix"
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,10 @@ class DeploymentIntent:
     promoted_run: str | None = None  # the run whose model the env var names
     resources: ResourceValues = ResourceValues()  # requests/limits a temporary fix sets
     fix_expires_at: str | None = None  # RFC 3339, shown on the Deployment while a fix is on
+    fix_record: str | None = None  # policy.fix_record.FixRecord.to_annotation() of that fix
+    # The Deployment's resourceVersion the apply is conditional on (409 when it changed):
+    # set for the raise, so a record that appeared since the read is never raised over.
+    resource_version: str | None = None
 
     def is_empty(self) -> bool:
         return self.model_uri is None and self.resources.is_empty()
@@ -87,6 +93,8 @@ def build_apply(target: TargetRef, intent: DeploymentIntent) -> dict[str, Any]:
         container["resources"] = intent.resources.to_dict()
 
     metadata: dict[str, Any] = {"name": target.deployment, "namespace": target.namespace}
+    if intent.resource_version is not None:
+        metadata["resourceVersion"] = intent.resource_version
     annotations = _annotations(intent)
     if annotations:
         metadata["annotations"] = annotations
@@ -103,6 +111,9 @@ def _annotations(intent: DeploymentIntent) -> dict[str, str]:
         annotations[MODEL_URI_ANNOTATION] = intent.model_uri
         if intent.promoted_run:
             annotations[PROMOTED_RUN_ANNOTATION] = intent.promoted_run
-    if intent.fix_expires_at is not None and not intent.resources.is_empty():
-        annotations[TEMPORARY_FIX_ANNOTATION] = intent.fix_expires_at
+    if not intent.resources.is_empty():
+        if intent.fix_expires_at is not None:
+            annotations[TEMPORARY_FIX_ANNOTATION] = intent.fix_expires_at
+        if intent.fix_record is not None:
+            annotations[FIX_RECORD_ANNOTATION] = intent.fix_record
     return annotations

@@ -22,13 +22,14 @@ from typing import Any
 
 from driftwarden.api.conditions import ConditionType, Reason, get_condition
 from driftwarden.api.spec import ModelOptimizationSpec
-from driftwarden.api.status import ModelOptimizationStatus, Outcome
+from driftwarden.api.status import ContainerResources, ModelOptimizationStatus, Outcome
 from driftwarden.api.status import Promoted as PromotedStatus
 from driftwarden.policy.deployment_apply import DeploymentIntent, ResourceValues, TargetRef
+from driftwarden.policy.fix_record import FixRecord
 from driftwarden.policy.gates import DEFAULT_LATENCY_BATCH, GateSettings
 from driftwarden.policy.promotion import Promoted
 from driftwarden.policy.quantity import parse_quantity
-from driftwarden.policy.temporary_fix import ActiveFix, FixSettings
+from driftwarden.policy.temporary_fix import ActiveFix, FixSettings, still_applied
 from driftwarden.policy.triggers import (
     DriftStreak,
     Observation,
@@ -146,7 +147,12 @@ def active_fix(status: ModelOptimizationStatus) -> ActiveFix | None:
     fix = status.temporary_fix
     if fix is None or not fix.active or fix.applied_at is None or fix.expires_at is None:
         return None
-    return ActiveFix(applied_at=fix.applied_at, expires_at=fix.expires_at)
+    return ActiveFix(
+        applied_at=fix.applied_at,
+        expires_at=fix.expires_at,
+        deployment=fix.deployment or "",
+        container=fix.applied[0].container if fix.applied else "",
+    )
 
 
 def fix_waiting_for_slo(status: ModelOptimizationStatus) -> bool:
@@ -233,22 +239,54 @@ def env_value(container: Json, name: str) -> str | None:
     return None
 
 
-def intent(status: ModelOptimizationStatus, container: str) -> DeploymentIntent:
-    """What DriftWarden has set on the target, rebuilt from status: the promoted model and
-    the active temporary fix of that container."""
+def fix_record(status: ModelOptimizationStatus, owner_uid: str, owner: str) -> FixRecord | None:
+    """The active temporary fix of status as the record the Deployment carries."""
+    fix = status.temporary_fix
+    if fix is None or not fix.active or fix.applied_at is None or fix.expires_at is None:
+        return None
+    container = fix.applied[0].container if fix.applied else ""
+    return FixRecord(
+        owner_uid=owner_uid,
+        owner=owner,
+        deployment=fix.deployment or "",
+        container=container,
+        original=fix_values(fix.original, container),
+        applied=fix_values(fix.applied, container),
+        applied_at=fix.applied_at,
+        expires_at=fix.expires_at,
+    )
+
+
+def fix_values(entries: list[ContainerResources], container: str) -> ResourceValues:
+    for entry in entries:
+        if entry.container == container:
+            return ResourceValues(requests=entry.requests, limits=entry.limits)
+    return ResourceValues()
+
+
+def intent(
+    status: ModelOptimizationStatus,
+    deployment: str,
+    container: str,
+    fix: FixRecord | None,
+    live: ResourceValues | None = None,
+) -> DeploymentIntent:
+    """What DriftWarden has set on the target, rebuilt from status: the promoted model and,
+    when ``fix`` is on this Deployment's container, the fix with its record - only the raised
+    fields still at their applied values when ``live`` (the container's resources now) is
+    given, so a person's change is never forced back."""
     resources = ResourceValues()
     expires: str | None = None
-    fix = status.temporary_fix
-    if fix is not None and fix.active:
-        for applied in fix.applied:
-            if applied.container == container:
-                resources = ResourceValues(requests=applied.requests, limits=applied.limits)
-        if fix.expires_at is not None:
-            expires = fix.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    text: str | None = None
+    if fix is not None and fix.deployment == deployment and fix.container == container:
+        resources = fix.applied if live is None else still_applied(fix.applied, live)
+        expires = fix.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        text = fix.to_annotation()
     record = status.promoted
     return DeploymentIntent(
         model_uri=record.current if record is not None else None,
         promoted_run=record.run_id if record is not None else None,
         resources=resources,
         fix_expires_at=expires,
+        fix_record=text,
     )

@@ -50,6 +50,26 @@ def resource_paths(container: str, values: ResourceValues) -> list[FieldPath]:
     return paths
 
 
+def owned_env_names(
+    managed_fields: Sequence[dict[str, Any]],
+    container: str,
+    manager: str = FIELD_MANAGER,
+) -> list[str]:
+    """The env vars of a container whose value ``manager`` owns by apply (the model env var
+    it promoted), so a revert on a Deployment that is no longer the target keeps them."""
+    names: list[str] = []
+    for entry in managed_fields:
+        if entry.get("manager") != manager or entry.get("operation") != "Apply":
+            continue
+        node: Any = entry.get("fieldsV1") or {}
+        for key in (*_container_path(container), "f:env"):
+            node = node.get(key) if isinstance(node, dict) else None
+        for key, fields in (node or {}).items():
+            if key.startswith("k:") and isinstance(fields, dict) and "f:value" in fields:
+                names.append(str(json.loads(key[2:])["name"]))
+    return sorted(names)
+
+
 def release_fields(
     managed_fields: Sequence[dict[str, Any]],
     paths: Iterable[FieldPath],

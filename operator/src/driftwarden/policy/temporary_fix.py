@@ -15,10 +15,17 @@ is left out of the apply, which makes server-side apply delete it (we were its o
 After the revert the restored fields are released (``ownership.release_fields``) so that
 their owner - kubectl, Argo CD, Flux - can change them again without fighting us.
 
+A person may change a raised field while the fix is active (on-call raises a limit further).
+``plan_revert`` restores only the fields whose live value still equals what the fix applied;
+a field a person changed is left as it is and reported (``ChangedField``). ``still_applied``
+is the same rule for the applies made while the fix is on (a promotion): they carry only the
+raised fields nobody changed, so a person's value is never forced back.
+
 ``decide_fix`` says when to apply or revert: apply while the latency SLO is breached (unless
 an expired fix is waiting for the SLO to be met once, so expiry really ends it); revert after
 a promotion when an evaluation of the promoted model meets the SLO, when ``expiresAfter``
-has passed, or when the fix is no longer enabled.
+has passed, when the fix is no longer enabled, or when ``spec.target`` no longer names the
+Deployment and container the fix was applied to (``target_moved``).
 """
 
 from __future__ import annotations
@@ -139,6 +146,120 @@ def restored_after_revert(
     return True
 
 
+@dataclass(frozen=True)
+class ChangedField:
+    """A field the fix raised whose live value is no longer the raised one."""
+
+    section: Literal["requests", "limits"]
+    name: str
+    applied: str
+    live: str | None  # None: removed
+
+    def describe(self) -> str:
+        """'cpu limit: DriftWarden set 2, now 3' for events and conditions."""
+        return (
+            f"{self.name} {self.section[:-1]}: DriftWarden set {self.applied}, "
+            f"now {self.live if self.live is not None else 'unset'}"
+        )
+
+
+@dataclass(frozen=True)
+class RevertPlan:
+    values: ResourceValues  # what the revert apply sets (original strings)
+    restored: ResourceValues  # the fields put back to their originals (applied strings)
+    changed: tuple[ChangedField, ...]  # changed by someone else: left as they are
+
+    def summary(self, original: ResourceValues) -> str:
+        """'cpu request 500m, cpu limit 1' - what the revert restored."""
+        parts = [
+            f"{name} {kind} {before.get(name, 'unset')}"
+            for kind, names_, before in (
+                ("request", self.restored.requests, original.requests),
+                ("limit", self.restored.limits, original.limits),
+            )
+            for name in sorted(names_)
+        ]
+        return ", ".join(parts) if parts else "nothing"
+
+
+def same_quantity(a: str | None, b: str | None) -> bool:
+    """Two quantity strings name the same amount ("1000m" and "1"); None is absent."""
+    if a is None or b is None:
+        return a is b
+    try:
+        return parse_quantity(a) == parse_quantity(b)
+    except ValueError:
+        return a == b
+
+
+def plan_revert(
+    original: ResourceValues, applied: ResourceValues, live: ResourceValues
+) -> RevertPlan:
+    """The revert of a fix on a container whose resources are now ``live``.
+
+    Per field the fix set: live equals the applied value -> restore the original (or remove
+    it, if it was absent); live already equals the original (an earlier revert whose status
+    was lost) -> apply the original again, which changes nothing; anything else -> a person
+    changed it: leave it out, report it. Restored fields that had an original are in
+    ``values``; a field absent before is left out of the apply, which removes it (we were
+    its only owner).
+    """
+    values: dict[str, dict[str, str]] = {"requests": {}, "limits": {}}
+    restored: dict[str, dict[str, str]] = {"requests": {}, "limits": {}}
+    changed: list[ChangedField] = []
+    sections: tuple[Literal["requests", "limits"], ...] = ("requests", "limits")
+    for section in sections:
+        before: Mapping[str, str] = getattr(original, section)
+        now: Mapping[str, str] = getattr(live, section)
+        for name, value in sorted(getattr(applied, section).items()):
+            current = now.get(name)
+            if same_quantity(current, value) or same_quantity(current, before.get(name)):
+                restored[section][name] = value
+                if name in before:
+                    values[section][name] = before[name]
+            else:
+                changed.append(ChangedField(section, name, value, current))
+    return RevertPlan(
+        values=ResourceValues(values["requests"], values["limits"]),
+        restored=ResourceValues(restored["requests"], restored["limits"]),
+        changed=tuple(changed),
+    )
+
+
+def still_applied(applied: ResourceValues, live: ResourceValues) -> ResourceValues:
+    """The fields of an active fix that still hold the applied values: what an apply made
+    while the fix is on (a promotion) carries, so it never forces back a person's change."""
+    return ResourceValues(
+        requests={
+            n: v for n, v in applied.requests.items() if same_quantity(live.requests.get(n), v)
+        },
+        limits={n: v for n, v in applied.limits.items() if same_quantity(live.limits.get(n), v)},
+    )
+
+
+def target_moved(
+    fix_deployment: str,
+    fix_container: str,
+    target_deployment: str | None,
+    target_container: str | None,
+) -> str | None:
+    """Why the fix no longer belongs to ``spec.target`` (None: it still does). A target
+    container of None means the Deployment's first container, whatever the fix recorded."""
+    if target_deployment is None:
+        return f"spec.target was removed; the fix on Deployment {fix_deployment} is reverted."
+    if target_deployment != fix_deployment:
+        return (
+            f"spec.target now names Deployment {target_deployment}; the fix on Deployment "
+            f"{fix_deployment} is reverted."
+        )
+    if target_container is not None and target_container != fix_container:
+        return (
+            f"spec.target now names container {target_container}; the fix on container "
+            f"{fix_container} of Deployment {fix_deployment} is reverted."
+        )
+    return None
+
+
 def _raise(name: str, before: str, percent: int, cap: Decimal | None) -> str | None:
     """The raised value, or None when raising would not change it (at or over the cap)."""
     value = parse_quantity(before)
@@ -154,13 +275,15 @@ def _raise(name: str, before: str, percent: int, cap: Decimal | None) -> str | N
 # ---- when to apply and revert -------------------------------------------------------------
 
 FixAction = Literal["Apply", "Revert", "Keep", "Nothing"]
-RevertReason = Literal["SLORestored", "Expired", "Disabled"]
+RevertReason = Literal["SLORestored", "Expired", "Disabled", "Retargeted"]
 
 
 @dataclass(frozen=True)
 class ActiveFix:
     applied_at: datetime
     expires_at: datetime
+    deployment: str = ""  # where it was applied
+    container: str = ""
 
 
 @dataclass(frozen=True)
@@ -197,15 +320,19 @@ def decide_fix(
     promoted_uri: str | None,
     waiting_for_slo: bool,
     now: datetime,
+    moved: str | None = None,
 ) -> FixDecision:
     """Apply, revert, keep, or nothing.
 
     ``waiting_for_slo``: a fix expired during this breach; none is applied again until an
     evaluation meets the SLO (the caller clears it then). ``promoted_at``/``promoted_uri``:
-    the latest promotion, if any.
+    the latest promotion, if any. ``moved``: why spec.target no longer names what the
+    active fix was applied to (``target_moved``), if it does not.
     """
     enabled = settings is not None and settings.enabled
     if active is not None:
+        if moved is not None:
+            return FixDecision("Revert", moved, "Retargeted")
         if not enabled:
             return FixDecision("Revert", "The temporary fix is no longer enabled.", "Disabled")
         if now >= active.expires_at:

@@ -5,6 +5,7 @@ starts the run it asks for. ``Loop`` adds the rest of the loop to that same pass
 few calls the pass makes at fixed points:
 
     loop = Loop(context)
+    loop.adopt_fix()              # status agrees with the fix record on the Deployment
     loop.follow_evaluation()      # a finished evaluate Job -> status.lastEvaluation,
                                   #   DriftDetected / LatencyWithinSLO, metrics, rollback
     record = loop.judge(record, result)   # a succeeded optimize run -> gates ->
@@ -31,7 +32,6 @@ from dataclasses import dataclass
 from driftwarden.api import conditions as cond
 from driftwarden.api.conditions import ConditionType, Reason
 from driftwarden.api.status import RunRecord, Trigger
-from driftwarden.k8s import ApiError
 from driftwarden.policy import from_api
 from driftwarden.policy.triggers import decide
 from driftwarden.services.evaluations import Evaluations, bad_input
@@ -71,6 +71,15 @@ class Loop(LoopStep):
             return self.ctx.problems[0]
         return bad_input(self.status)
 
+    def adopt_fix(self) -> None:
+        """Before anything writes the target: status.temporaryFix agrees with the record on
+        the Deployment (services.temporary_fixes.adopt). API errors propagate: no pass may
+        raise a fix or promote without knowing whether one is on."""
+        try:
+            self.fixes.adopt()
+        except TargetUnavailableError as error:
+            self._problem(error.reason, error.message)
+
     def follow_evaluation(self) -> None:
         recorded = self.evaluations.follow()
         if recorded is not None:
@@ -105,14 +114,23 @@ class Loop(LoopStep):
         candidate is promoted, the temporary fix is applied, kept or reverted."""
         if cond.get_condition(self.status.conditions, ConditionType.PROMOTED) is None:
             self._set(ConditionType.PROMOTED, "False", Reason.NO_CANDIDATE, "No candidate yet.")
-        if self.spec.target is None:
+        usable = False
+        if self.spec.target is not None:
+            try:
+                self.writer.target()
+                usable = True
+                self.promotions.promote_approved()
+            except TargetUnavailableError as error:
+                self._problem(error.reason, error.message)
+        # An active fix is stepped even without a usable target: it is reverted where it
+        # was applied when spec.target moved or went away.
+        if not usable and from_api.active_fix(self.status) is None:
             return
         try:
-            self.writer.target()
-            self.promotions.promote_approved()
             self.fixes.step()
         except TargetUnavailableError as error:
-            self._problem(error.reason, error.message)
+            if usable:
+                self._problem(error.reason, error.message)
 
     def start_evaluation(self) -> None:
         self.evaluations.start()
@@ -137,14 +155,17 @@ class Loop(LoopStep):
         )
 
     def release(self) -> None:
-        """The resource is going away: revert an active fix, then hand the target back."""
-        if self.spec.target is None:
-            return
+        """The resource is going away: revert an active fix where it was applied (a raise
+        whose status was lost is found by its record first), then hand the target back.
+
+        Raises ApiError or TargetUnavailableError when that did not succeed: the caller
+        keeps the finalizer and tries again. A Deployment that is gone needs nothing."""
         try:
+            self.fixes.adopt()
             if from_api.active_fix(self.status) is not None:
                 self.fixes.revert("Disabled", "The ModelOptimization is being deleted.")
             self.writer.detach()
-        except (TargetUnavailableError, ApiError) as error:
-            _log.warning(
-                "%s/%s: could not hand the target back: %s", self.namespace, self.name, error
-            )
+        except TargetUnavailableError as error:
+            if error.reason not in (Reason.TARGET_NOT_FOUND, Reason.CONTAINER_NOT_FOUND):
+                raise
+            _log.info("%s/%s: nothing to hand back: %s", self.namespace, self.name, error)

@@ -82,7 +82,7 @@ class Promotions(LoopStep):
     def _promote(self, uri: str, run_id: str, sha256: str | None) -> None:
         deployment, container = self.writer.target()
         in_use = from_api.model_in_use(self.spec, self.status)
-        intent = promotion.promote(from_api.intent(self.status, container), uri, run_id)
+        intent = promotion.promote(self.writer.intent(deployment, container), uri, run_id)
         self.writer.apply(container, intent)
         before = self.status.promoted
         self.status.promoted = Promoted(
@@ -136,9 +136,10 @@ class Promotions(LoopStep):
             )
             return
         try:
-            _, container = self.writer.target()
+            deployment, container = self.writer.target()
             self.writer.apply(
-                container, promotion.roll_back(from_api.intent(self.status, container), promoted)
+                container,
+                promotion.roll_back(self.writer.intent(deployment, container), promoted),
             )
         except TargetUnavailableError as error:
             self._emit(

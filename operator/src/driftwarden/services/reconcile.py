@@ -10,7 +10,8 @@ resync timer, a Job event) runs the same pass:
    just before a crash is adopted, never duplicated.
 2. A finished Job's result (the termination message of its Pod) is recorded in
    status.runs before anything else; a recorded run is never looked at again, so its Job
-   may be removed by its TTL.
+   may be removed by its TTL - also once it fell out of the kept history: its number is at
+   most status.runCount (policy.run_history).
 3. With no run in progress, the run the spec asks for (services.planning) starts: checks
    what only the operator can check (PVCs exist), creates the Job suspended (409: adopt
    it if it is ours), its task ConfigMap, resumes it.
@@ -48,12 +49,14 @@ from driftwarden.builders import names
 from driftwarden.builders.job import Owner, build_job, build_task_configmap
 from driftwarden.builders.task import build_task, job_settings, spec_claims
 from driftwarden.crashpoints import crash_point
-from driftwarden.k8s import ConflictError
+from driftwarden.k8s import ApiError, ConflictError
+from driftwarden.policy import run_history
 from driftwarden.runtime import Runtime
 from driftwarden.services import jobs as job_state
 from driftwarden.services.loop import Hold, Loop, LoopContext
 from driftwarden.services.planning import RunPlan, model_in_use, wanted_run
 from driftwarden.services.target import TargetApi
+from driftwarden.services.target_writer import TargetUnavailableError
 from optimizer_job import contract
 
 Json = dict[str, Any]
@@ -64,6 +67,7 @@ BUDGET_WINDOW = timedelta(days=1)
 INVALID_SPEC = "InvalidSpec"
 JOB_NAME_CONFLICT = "JobNameConflict"
 JOB_DELETED = "JobDeleted"
+RELEASE_FAILED = "ReleaseFailed"
 
 _log = logging.getLogger(__name__)
 
@@ -88,14 +92,41 @@ class Blocked:
     input_problem: bool  # Ready=False: the user must fix something
 
 
-def release(rt: Runtime, body: Json) -> None:
-    """The resource is being deleted: revert a temporary fix and hand the target back."""
+class ReleaseFailedError(Exception):
+    """The revert or the hand-back of a resource being deleted failed; the finalizer stays
+    and the caller tries again later."""
+
+
+def release(rt: Runtime, namespace: str, name: str, retry_in: float) -> None:
+    """The resource is being deleted: revert a temporary fix where it was applied and hand
+    the target back, under the same per-resource lock as a pass, on a fresh read.
+
+    Raises ReleaseFailedError (after a Warning event saying so and when it is tried again,
+    ``retry_in`` seconds) when an API call failed: the finalizer must stay until this
+    succeeded or the Deployment is gone."""
     if rt.target is None:
         return
-    reconcile_pass = ReconcilePass(rt, body)
-    reconcile_pass._parse_spec()
-    if reconcile_pass.spec is not None:
-        Loop(reconcile_pass._loop_context(reconcile_pass.spec, rt.target)).release()
+    with rt.locks.hold(namespace, name):
+        body = rt.kube.get_optimization(namespace, name)
+        if body is None:
+            return
+        reconcile_pass = ReconcilePass(rt, body)
+        reconcile_pass._parse_spec()
+        if reconcile_pass.spec is None:
+            return
+        loop = Loop(reconcile_pass._loop_context(reconcile_pass.spec, rt.target))
+        try:
+            loop.release()
+        except (ApiError, TargetUnavailableError) as error:
+            message = (
+                f"Could not revert the temporary fix and hand the target back: {error}. "
+                f"Trying again in {retry_in:.0f} s; the resource stays (finalizer) until this "
+                "succeeds or the Deployment is gone."
+            )
+            reconcile_pass._event("Warning", RELEASE_FAILED, message)
+            raise ReleaseFailedError(message) from error
+        finally:
+            reconcile_pass.commit_quietly()
 
 
 def reconcile(rt: Runtime, namespace: str, name: str) -> None:
@@ -198,6 +229,7 @@ class ReconcilePass:
         self._parse_spec()
         if self.spec is not None and self.rt.target is not None:
             self.loop = Loop(self._loop_context(self.spec, self.rt.target))
+            self.loop.adopt_fix()
             self.loop.follow_evaluation()
         self._follow_jobs()
         if self.loop is not None:
@@ -231,6 +263,14 @@ class ReconcilePass:
                 )
         for outcome, seconds in self.finished:
             self.rt.metrics.record_run(self.namespace, self.name, outcome.value, max(seconds, 0.0))
+
+    def commit_quietly(self) -> None:
+        """commit() for a resource being deleted: status and events are a courtesy there
+        (a conflict or an API error is logged, never raised)."""
+        try:
+            self.commit()
+        except ApiError as error:
+            _log.info("%s/%s: status not written on delete: %s", self.namespace, self.name, error)
 
     def _event(self, type_: EventType, reason: str, message: str) -> None:
         self.events.append(Event(type_, reason, message))
@@ -281,12 +321,22 @@ class ReconcilePass:
     def _follow_jobs(self) -> None:
         recorded = {run.id for run in self.status.runs}
         present: set[str] = set()
+        active_id = self.status.active_run.id if self.status.active_run else None
         for job in self._owned_jobs():
             run_id = _run_id(job)
             present.add(run_id)
-            if run_id in recorded:
-                continue  # done; the Job's TTL removes it
-            if job_state.is_finished(job):
+            plan = _plan_of(job)
+            disposition = run_history.job_disposition(
+                run_id,
+                plan.sequence if plan is not None else None,
+                finished=job_state.is_finished(job),
+                recorded_ids=recorded,
+                active_id=active_id,
+                run_count=self.status.run_count or 0,
+            )
+            if disposition == "Recorded":
+                continue  # done (maybe long ago, out of status.runs); the Job's TTL removes it
+            if disposition == "Record":
                 meta = job["metadata"]
                 pods = self.kube.list_job_pods(self.namespace, meta["name"], meta["uid"])
                 outcome = job_state.outcome(job, pods)
@@ -379,9 +429,11 @@ class ReconcilePass:
         """What a run's start consumes: its number, a run request, a slot of the budget."""
         if plan is None:
             return
-        self.status.run_count = max(self.status.run_count or 0, plan.sequence)
-        if plan.run_request is not None:
-            self.status.last_run_request = plan.run_request
+        counted = self.status.run_count or 0
+        self.status.last_run_request = run_history.last_run_request(
+            self.status.last_run_request, plan.run_request, plan.sequence, counted
+        )
+        self.status.run_count = max(counted, plan.sequence)
         recent = [
             t
             for t in (self.status.run_budget.start_times if self.status.run_budget else [])

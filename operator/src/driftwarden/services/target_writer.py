@@ -4,6 +4,10 @@ ownership of fields by guarded JSON patches (policy.deployment_apply, policy.own
 A target that cannot be used - missing, without the container, refusing our apply - raises
 ``TargetUnavailableError`` with a reason for Ready; other API errors propagate (the handler
 retries the pass).
+
+Most writes go to ``spec.target``. A temporary fix is reverted on the Deployment and
+container recorded when it was applied (``apply_to``, ``detach(name)``), which need not be
+the target any more.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from driftwarden import k8s
 from driftwarden.api.conditions import Reason
 from driftwarden.k8s import ApiError
 from driftwarden.policy import from_api, ownership
-from driftwarden.policy.deployment_apply import DeploymentIntent, build_apply
+from driftwarden.policy.deployment_apply import DeploymentIntent, TargetRef, build_apply
 from driftwarden.services.loop_context import Json, LoopStep
 from driftwarden.services.target import is_stale_write
 
@@ -66,8 +70,26 @@ class TargetWriter(LoopStep):
             )
         return deployment, str(container["name"])
 
+    def read_named(self, name: str) -> Json | None:
+        """A Deployment of the resource's namespace by name (None when it is gone)."""
+        return self.ctx.target_api.get_deployment(self.namespace, name)
+
+    def intent(self, deployment: Json, container: str) -> DeploymentIntent:
+        """DriftWarden's whole intent for a container of ``deployment`` (read just now): the
+        promoted model and, if the active fix is on it, the raised fields nobody changed
+        since, with the fix's record."""
+        return from_api.intent(
+            self.status,
+            deployment["metadata"]["name"],
+            container,
+            from_api.fix_record(self.status, self.ctx.owner.uid, self.ctx.owner.name),
+            from_api.resource_values(self.container(deployment, container)),
+        )
+
     def apply(self, container: str, intent: DeploymentIntent) -> None:
-        target = from_api.target_ref(self.namespace, self.spec, container)
+        self.apply_to(from_api.target_ref(self.namespace, self.spec, container), intent)
+
+    def apply_to(self, target: TargetRef, intent: DeploymentIntent) -> None:
         try:
             self.ctx.target_api.apply_deployment(build_apply(target, intent))
         except k8s.NotFoundError as error:
@@ -108,14 +130,16 @@ class TargetWriter(LoopStep):
                     raise
         raise ApiError(409, f"Deployment {deployment} kept changing; will try again")
 
-    def detach(self) -> None:
-        """Hand the target back: our annotations go, our managedFields entry goes, every
-        value stays (see policy.ownership.detach_patch)."""
-        target = self.spec.target
-        if target is None:
-            return
+    def detach(self, deployment: str | None = None) -> None:
+        """Hand a Deployment back (the target by default): our annotations go, our
+        managedFields entry goes, every value stays (see policy.ownership.detach_patch).
+        A Deployment that is gone needs nothing."""
+        if deployment is None:
+            if self.spec.target is None:
+                return
+            deployment = self.spec.target.deployment
         self._guarded_patch(
-            target.deployment,
+            deployment,
             lambda body: ownership.detach_patch(
                 body["metadata"].get("managedFields") or [],
                 body["metadata"]["resourceVersion"],
