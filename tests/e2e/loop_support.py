@@ -176,6 +176,20 @@ def metric(text: str, name: str, labels: dict[str, str]) -> float | None:
     return None
 
 
+def evaluation_number(status: dict[str, Any]) -> int:
+    """The sequence number of the last *finished* evaluation (its id is "e<n>-<hash>"), 0
+    before the first. status.evaluationCount counts evaluations started, not finished."""
+    found = re.fullmatch(r"e(\d+)-[0-9a-f]+", (status.get("lastEvaluation") or {}).get("id") or "")
+    return int(found.group(1)) if found else 0
+
+
+def evaluated_since(status: dict[str, Any], earlier: dict[str, Any], count: int) -> bool:
+    """``count`` evaluations that started after ``earlier`` was read have finished and been
+    judged. This never waits for a moment with no evaluation active: when an evaluation
+    outlasts monitoring.interval (a busy machine) the next one starts at once."""
+    return evaluation_number(status) >= (earlier.get("evaluationCount") or 0) + count
+
+
 def wait_status(
     what: str,
     devcluster: Cluster,

@@ -8,6 +8,7 @@ printed must be what happened.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -68,14 +69,41 @@ def test_the_demo_shows_every_step(demo: tuple[Cluster, str, int]) -> None:
     assert "Tear down: .venv/bin/devcluster down --state-dir" in output
 
 
+def reported_runs(output: str) -> dict[str, tuple[str, str]]:
+    """The runs the demo followed, as it printed them: id -> (trigger, outcome). A run is
+    shown as "run <id> (<trigger>): ..." and, after its stages, "outcome <outcome> after"."""
+    runs: dict[str, tuple[str, str]] = {}
+    current: tuple[str, str] | None = None
+    for line in output.splitlines():
+        shown = re.match(r"^    run (\S+) \((\w+)\): ", line)
+        if shown:
+            current = (shown.group(1), shown.group(2))
+            continue
+        outcome = re.match(r"^    outcome (\w+) after ", line)
+        if outcome and current is not None:
+            runs[current[0]] = (current[1], outcome.group(1))
+            current = None
+    return runs
+
+
 def test_the_cluster_shows_what_the_demo_said(demo: tuple[Cluster, str, int]) -> None:
+    """Each run the demo showed is recorded with the outcome the demo printed; the demo
+    ends only after a Latency and a Drift run were promoted. Whether one latency
+    candidate passes its speed gate depends on the machine's load (the demo then follows
+    the next run), so the test checks the runs the demo reported, not the first or last
+    run of a trigger."""
     cluster, output, code = demo
     assert code == 0, output[-4000:]
     status = _get(cluster, "mo", m.MO_NAME)["status"]
-    outcomes = {run["trigger"]: run["outcome"] for run in status["runs"]}
-    assert outcomes.get("Latency") == "Promoted", status["runs"]
-    assert outcomes.get("Drift") == "Promoted", status["runs"]
-    drift_run = next(r for r in status["runs"] if r["trigger"] == "Drift")
+    recorded = {run["id"]: run for run in status["runs"]}
+    reported = reported_runs(output)
+    assert reported, output[-4000:]
+    for run_id, (trigger, outcome) in reported.items():
+        assert run_id in recorded, (run_id, status["runs"])
+        assert (recorded[run_id]["trigger"], recorded[run_id]["outcome"]) == (trigger, outcome)
+    promoted = [recorded[i] for i, (_, outcome) in reported.items() if outcome == "Promoted"]
+    assert {"Latency", "Drift"} <= {run["trigger"] for run in promoted}, reported
+    (drift_run,) = [run for run in promoted if run["trigger"] == "Drift"]
     # The retrained model is better on the shifted holdout than the one it replaced.
     assert drift_run["candidate"]["accuracyPercent"] > drift_run["baseline"]["accuracyPercent"]
     # Promotion pointed the Deployment at the promoted model (the drift run's, unless the
@@ -83,10 +111,15 @@ def test_the_cluster_shows_what_the_demo_said(demo: tuple[Cluster, str, int]) ->
     container = _container(cluster)
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["MODEL_URI"] == status["promoted"]["current"]
-    assert drift_run["artifactUri"] in {
-        status["promoted"]["current"],
-        status["promoted"]["previous"],
-    }
+    ids = list(recorded)
+    later = [
+        r for r in ids[ids.index(drift_run["id"]) + 1 :] if recorded[r]["outcome"] == "Promoted"
+    ]
+    if not later:
+        assert drift_run["artifactUri"] in {
+            status["promoted"]["current"],
+            status["promoted"].get("previous"),
+        }
     # The fix came back off with exactly the resources of examples/serving/deployment.yaml
     # (on a busy machine a later breach may have applied it again: then the Deployment has
     # exactly what status records, and status recorded the originals).

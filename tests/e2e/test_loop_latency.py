@@ -23,6 +23,7 @@ from loop_support import (
     container_of,
     deployment,
     describe,
+    evaluated_since,
     event_reasons,
     metric,
     serving_deployment,
@@ -309,14 +310,11 @@ spec:
     # The breach goes on (the run's candidate cannot pass a 11x speed gate), yet the fix
     # stays off: it expired during this breach.
     later = wait_status(
-        "two more evaluations",
+        "two evaluations started after it finished",
         devcluster,
         namespace,
         NAME,
-        lambda s: (
-            s.get("evaluationCount", 0) >= expired.get("evaluationCount", 0) + 2
-            and not s.get("activeEvaluation")
-        ),
+        lambda s: evaluated_since(s, expired, 2),
         operator,
     )
     assert condition(later, "LatencyWithinSLO")["status"] == "False"

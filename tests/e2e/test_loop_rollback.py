@@ -21,6 +21,7 @@ from loop_support import (
     container_of,
     copy_tree,
     deployment,
+    evaluated_since,
     event_reasons,
     serving_deployment,
     start_loop_operator,
@@ -125,14 +126,11 @@ spec:
 
     # The approval still names the run; it is not promoted again.
     later = wait_status(
-        "two more evaluations",
+        "two evaluations started after it finished",
         devcluster,
         namespace,
         NAME,
-        lambda s: (
-            s.get("evaluationCount", 0) >= rolled.get("evaluationCount", 0) + 2
-            and not s.get("activeEvaluation")
-        ),
+        lambda s: evaluated_since(s, rolled, 2),
         operator,
     )
     assert later["promoted"]["current"] == model
