@@ -317,12 +317,14 @@ def test_service_account_rights_are_the_least_that_work(
         ("create", "configmaps", "-n", watched),
         ("get", "pods", "--subresource=log", "-n", watched),
         ("get", "persistentvolumeclaims", "-n", watched),
+        ("get", "secrets", "-n", watched),  # spec.storage.secretRef exists (metadata only)
         ("patch", "deployments.apps", "-n", watched),
         ("create", "events", "-n", watched),
         ("list", "customresourcedefinitions.apiextensions.k8s.io"),
     ]
     refused = [
-        ("get", "secrets", "-n", watched),  # no secrets at all
+        ("list", "secrets", "-n", watched),  # one named Secret's metadata, nothing more
+        ("watch", "secrets", "-n", watched),
         ("create", "deployments.apps", "-n", watched),  # patched, never created
         ("delete", "deployments.apps", "-n", watched),
         ("create", "modeloptimizations.driftwarden.io", "-n", watched),  # never writes spec

@@ -94,3 +94,23 @@ def test_resolve_uri_maps_file_and_pvc_and_refuses_others() -> None:
 def test_run_artifact_uri_and_claims() -> None:
     assert run_artifact_uri("pvc://m/runs/", "fraud", "r-2") == "pvc://m/runs/fraud/r-2"
     assert pvc_claims(["pvc://b/x", None, "file:///y", "pvc://a/z", "pvc://b/w"]) == ["a", "b"]
+
+
+def test_parse_s3_uri_keeps_the_key_inside_its_prefix() -> None:
+    from optimizer_job.contract import is_s3_uri, parse_s3_uri
+
+    assert parse_s3_uri("s3://models/bert/v1/") == ("models", "bert/v1")
+    assert parse_s3_uri("s3://my.bucket-1/") == ("my.bucket-1", "")
+    assert is_s3_uri("s3://a-b/x") and not is_s3_uri("pvc://a/x") and not is_s3_uri(None)
+    for bad in (
+        "s3://models/a/../b",
+        "s3://models/a/%2e%2e/b",
+        "s3://models/a//b",
+        "s3://models/./b",
+        "s3://Upper/x",
+        "s3://ab/x",
+        "s3://models/x?versionId=1",
+        "pvc://models/x",
+    ):
+        with pytest.raises(BadInputError):
+            parse_s3_uri(bad)

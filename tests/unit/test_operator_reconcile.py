@@ -86,6 +86,7 @@ class FakeKube:
         self.configmaps: dict[str, Json] = {}
         self.pods: dict[str, list[Json]] = {}
         self.pvcs: set[str] = set()
+        self.secrets: set[str] = set()
         self.events: list[tuple[str, str, str]] = []
         self.status_patches = 0
         self.conflicts_to_inject = 0
@@ -147,6 +148,9 @@ class FakeKube:
 
     def get_pvc(self, namespace: str, name: str) -> Json | None:
         return {"metadata": {"name": name}} if name in self.pvcs else None
+
+    def secret_exists(self, namespace: str, name: str) -> bool:
+        return name in self.secrets
 
     def post_event(self, involved: Json, *, type_: str, reason: str, message: str) -> None:
         self.events.append((type_, reason, message))
@@ -335,6 +339,32 @@ def test_a_missing_claim_blocks_the_run_with_one_event(metrics: OperatorMetrics)
     job = fake.jobs[JOB_1]
     volumes = job["spec"]["template"]["spec"]["volumes"]
     assert {"name": "pvc-models", "persistentVolumeClaim": {"claimName": "models"}} in volumes
+
+
+def test_a_missing_storage_secret_blocks_the_run_then_reaches_the_job_by_reference(
+    metrics: OperatorMetrics,
+) -> None:
+    fake = FakeKube(
+        spec(
+            model={"uri": "s3://models/digits/v1"},
+            artifacts={"uri": "s3://models/runs"},
+            storage={"secretRef": {"name": "s3-creds"}},
+        )
+    )
+    status = run_pass(fake, metrics)
+    assert conditions(status)["Ready"] == ("False", "MissingSecret")
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert "s3-creds" in ready["message"] and "spec.storage.secretRef" in ready["message"]
+    assert fake.jobs == {}
+    fake.secrets.add("s3-creds")
+    status = run_pass(fake, metrics)
+    assert conditions(status)["Ready"] == ("True", "Ready")
+    env = fake.jobs[JOB_1]["spec"]["template"]["spec"]["containers"][0]["env"]
+    by_name = {e["name"]: e for e in env}
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION"):
+        ref = by_name[key]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "s3-creds", "key": key, "optional": True}
+        assert "value" not in by_name[key]
 
 
 def test_suspended_resources_start_nothing(metrics: OperatorMetrics) -> None:

@@ -1,6 +1,7 @@
 """Builds the devcluster's Go binaries into a cache outside the clone.
 
-Each Go module under devcluster/ (go/: the control plane and kubectl, helm/: helm)
+Each Go module under devcluster/ (go/: the control plane and kubectl, helm/: helm,
+s3/: the versitygw S3 server)
 is built into ``~/.cache/driftwarden/bin/<module>-<key>/`` where the key hashes the
 module's go.mod, go.sum, tools.go and the Go version: a rebuild happens only when a
 pin changes, and Go's own build cache (GOCACHE) makes even that incremental.
@@ -56,7 +57,15 @@ CONTROL_PLANE = GoModule(
     ),
 )
 HELM = GoModule("helm", (Binary("helm", "helm.sh/helm/v4/cmd/helm"),), cold_minutes=3)
-MODULES = (CONTROL_PLANE, HELM)
+# The S3 server for s3:// storage tests (versitygw, POSIX backend): 2.5 min on 2 busy cores.
+S3 = GoModule(
+    "s3",
+    (Binary("versitygw", "github.com/versity/versitygw/cmd/versitygw"),),
+    cold_minutes=3,
+    version_of="github.com/versity/versitygw",
+    version_vars=("main.Version",),
+)
+MODULES = (CONTROL_PLANE, HELM, S3)
 
 
 def _go() -> str:

@@ -29,6 +29,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
         print(f"devcluster: {exc}", file=sys.stderr)
         return 1
     print(f"devcluster is up in {time.monotonic() - started:.1f} s: {state.api_server}")
+    if args.s3:
+        endpoint = cluster.start_s3()
+        print(f"  S3 server:     {endpoint.url} (credentials in {state.path / 's3.json'})")
     print(f'  use it:        eval "$(devcluster env --state-dir {args.state_dir})"')
     print("                 kubectl get nodes")
     print(f"  component logs: {state.path / 'logs'}")
@@ -83,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--gpus", type=int, default=0, help="nvidia.com/gpu the node offers")
             p.add_argument("--node-cpu", default="4")
             p.add_argument("--node-memory", default="16Gi")
+            p.add_argument("--s3", action="store_true", help="also start the S3 server")
     args = parser.parse_args(argv)
     code: int = args.func(args)
     return code

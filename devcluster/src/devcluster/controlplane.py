@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from devcluster import build, pki
+from devcluster import build, pki, s3
 
 SERVICE_CIDR = "10.0.0.0/24"
 DEFAULT_NODE = "devnode"
@@ -105,7 +105,9 @@ def _kubeconfig(state: State, user: str, pair: pki.Pair) -> Path:
     return path
 
 
-def _start(state: State, component: str, argv: Sequence[str]) -> None:
+def _start(
+    state: State, component: str, argv: Sequence[str], env: dict[str, str] | None = None
+) -> None:
     log_path = state.log(component)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
@@ -116,6 +118,7 @@ def _start(state: State, component: str, argv: Sequence[str]) -> None:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            env=env,
         )
     state.pids[component] = proc.pid
     state.save()
@@ -510,6 +513,32 @@ class Cluster:
         """Start another node agent (e.g. one that advertises GPUs)."""
         state = self.state
         _start(state, f"node-{node_name}", node_agent_argv(state, node_name, **kwargs))  # type: ignore[arg-type]
+
+    def start_s3(self, timeout: float = 60.0) -> s3.S3Endpoint:
+        """Start the cluster's S3 server (versitygw) on 127.0.0.1, or return the running one.
+
+        Pods reach it at the same address: they run in the host's network namespace.
+        """
+        state = self.state
+        running = s3.load_endpoint(state.path)
+        pid = state.pids.get(s3.COMPONENT)
+        if running is not None and pid is not None and _alive(pid):
+            return running
+        endpoint, argv, env = s3.prepare(state.path, build.binary("versitygw"), free_port())
+        _start(state, s3.COMPONENT, argv, env=env)
+        deadline = time.monotonic() + timeout
+        while not s3.healthy(endpoint):
+            if not _alive(state.pids[s3.COMPONENT]) or time.monotonic() > deadline:
+                raise ComponentFailedError(
+                    f"S3 server did not come up; see {state.log(s3.COMPONENT)}"
+                )
+            time.sleep(0.2)
+        s3.save_endpoint(state.path, endpoint)
+        return endpoint
+
+    def create_bucket(self, name: str) -> None:
+        """Create a bucket on the cluster's S3 server (start_s3 first)."""
+        s3.create_bucket(self.state.path, name)
 
     def stop_component(self, component: str, grace: float = 20.0) -> None:
         state = self.state

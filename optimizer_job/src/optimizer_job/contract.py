@@ -10,6 +10,7 @@ result (``CompactResult``, at most 4 KiB) to its termination message and the ful
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Final, Literal
 from urllib.parse import unquote, urlparse
@@ -219,6 +220,33 @@ def resolve_uri(uri: str, pvc_root: str = PVC_MOUNT_ROOT) -> Path:
             raise BadInputError(f"pvc URI must be pvc://<claim>/<path>, got {uri!r}")
         return Path(pvc_root) / parsed.netloc / unquote(parsed.path).lstrip("/")
     raise BadInputError(f"unsupported URI scheme in {uri!r}: use file:/// or pvc://")
+
+
+S3_SCHEME = "s3"
+# S3 bucket naming rules (lowercase letters, digits, dots, hyphens; 3-63 characters).
+_S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def is_s3_uri(uri: str | None) -> bool:
+    return bool(uri) and urlparse(str(uri)).scheme == S3_SCHEME
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """(bucket, key) of ``s3://bucket/key``; the key has no leading or trailing slash.
+
+    A key with an empty, ``.`` or ``..`` segment (also percent-encoded) is bad input: a
+    resolved object never leaves the prefix the spec names.
+    """
+    parsed = urlparse(uri)
+    if parsed.scheme != S3_SCHEME or not _S3_BUCKET.match(parsed.netloc or ""):
+        raise BadInputError(f"s3 URI must be s3://<bucket>/<prefix>, got {uri!r}")
+    if parsed.query or parsed.fragment or parsed.params:
+        raise BadInputError(f"s3 URI {uri!r} must not carry a query or fragment")
+    key = parsed.path.strip("/")
+    for segment in key.split("/") if key else []:
+        if unquote(segment) in ("", ".", "..") or "\\" in segment:
+            raise BadInputError(f"s3 URI {uri!r}: the key has an empty, '.' or '..' segment")
+    return parsed.netloc, key
 
 
 def pvc_claims(uris: list[str | None]) -> list[str]:

@@ -71,6 +71,13 @@ def path_of(uri_or_path: str | Path) -> Path:
     return resolve_uri(text) if "://" in text else Path(text)
 
 
+def local_file(uri_or_path: str | Path) -> Path:
+    """A local path for any data URI: s3:// objects are downloaded and verified first."""
+    from optimizer_job import storage
+
+    return storage.local_file(uri_or_path)
+
+
 def load_table(
     uri_or_path: str | Path,
     label_column: str,
@@ -83,7 +90,7 @@ def load_table(
     With ``require_labels=False`` a table without the label column loads with ``y=None``
     (production data is often unlabelled).
     """
-    path = path_of(uri_or_path)
+    path = local_file(uri_or_path)
     if not path.is_file():
         raise BadInputError(f"data file not found: {path}")
     suffix = path.suffix.lower()

@@ -49,11 +49,16 @@ def read_manifest(directory: Path) -> dict[str, str]:
     path = directory / MANIFEST_NAME
     if not path.is_file():
         raise ManifestError(f"{directory}: no MANIFEST")
+    return parse_manifest(path.read_text(encoding="utf-8"), str(path))
+
+
+def parse_manifest(text: str, where: str) -> dict[str, str]:
+    """file name -> sha256 of a MANIFEST's text (``where`` names it in errors)."""
     entries: dict[str, str] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         digest, sep, name = line.partition("  ")
         if not sep or len(digest) != 64 or not name:
-            raise ManifestError(f"{path}: malformed line {number}")
+            raise ManifestError(f"{where}: malformed line {number}")
         entries[name] = digest
     return entries
 

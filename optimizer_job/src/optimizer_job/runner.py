@@ -15,6 +15,7 @@ done: the recorded result is returned and nothing is redone.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 from pydantic import ValidationError
 
-from optimizer_job import dataio
+from optimizer_job import dataio, storage
 from optimizer_job.contract import (
     BadInputError,
     DriftReport,
@@ -35,6 +36,7 @@ from optimizer_job.contract import (
     RunResult,
     StageReport,
     Task,
+    is_s3_uri,
     run_artifact_uri,
 )
 from optimizer_job.dataio import Table
@@ -97,7 +99,7 @@ def run_task(task: Task) -> RunResult:
 
 def load_inputs(task: Task) -> Inputs:
     """The model and its tables, each checked against the model's input spec."""
-    loaded = load_model(dataio.path_of(task.model_uri))
+    loaded = load_model(storage.local_directory(task.model_uri))
     features = task.data.features or loaded.feature_names or None
 
     def read(uri: str | None, what: str, require_labels: bool) -> Table | None:
@@ -267,7 +269,20 @@ def training_pool(task: Task, inputs: Inputs, like: Table) -> tuple[Table, Table
     return dataio.split_stratified(dataio.concat(parts), percent, task.seed)
 
 
-def recorded_result(final_dir: Path, run_id: str) -> RunResult | None:
+def recorded_at(artifact_uri: str, run_id: str) -> RunResult | None:
+    """``recorded_result`` of a run directory anywhere: an s3:// prefix counts as there
+    once its MANIFEST is (it is downloaded and verified first)."""
+    if not is_s3_uri(artifact_uri):
+        return recorded_result(dataio.path_of(artifact_uri), run_id)
+    if not storage.has_manifest(artifact_uri):
+        return None
+    local = storage.fetch_directory(artifact_uri)
+    with contextlib.suppress(FileNotFoundError):  # then recorded_result says what is wrong
+        storage.fetch_unlisted(artifact_uri, RESULT_NAME, local)
+    return recorded_result(local, run_id, shown_as=artifact_uri)
+
+
+def recorded_result(final_dir: Path, run_id: str, shown_as: str | None = None) -> RunResult | None:
     """The result of a run already published at ``final_dir``, or None if there is none.
 
     A directory that is there but is not a complete result of this run is never
@@ -275,15 +290,16 @@ def recorded_result(final_dir: Path, run_id: str) -> RunResult | None:
     """
     if not final_dir.exists():
         return None
+    where = shown_as or final_dir
     try:
         result = RunResult.model_validate_json((final_dir / RESULT_NAME).read_text())
         digest = verify_manifest(final_dir)
     except (OSError, ValidationError, ManifestError) as error:
         raise BadInputError(
-            f"{final_dir} exists but is not a complete run ({error}); it is never replaced"
+            f"{where} exists but is not a complete run ({error}); it is never replaced"
         ) from error
     if result.run_id != run_id or not result.ok or result.manifest_sha256 != digest:
-        raise BadInputError(f"{final_dir} holds another result; it is never replaced")
+        raise BadInputError(f"{where} holds another result; it is never replaced")
     return result
 
 
@@ -304,10 +320,9 @@ def optimize_task(
     if not task.stages:
         raise BadInputError("optimize needs at least one pipeline stage")
     artifact_uri = run_artifact_uri(task.artifacts_uri, task.optimization, task.run_id)
-    final_dir = dataio.path_of(artifact_uri)
-    recorded = recorded_result(final_dir, task.run_id)
+    recorded = recorded_at(artifact_uri, task.run_id)
     if recorded is not None:
-        log.info("run %s already published at %s: returning its result", task.run_id, final_dir)
+        log.info("run %s already published at %s: returning its result", task.run_id, artifact_uri)
         return recorded
     inputs = load_inputs(task)
     holdout = inputs.holdout
@@ -390,10 +405,10 @@ def optimize_task(
         return result
 
     try:
-        result = publish_run_directory(build, final_dir)
-    except RunDirectoryExistsError:
+        result = storage.publish(build, artifact_uri, publish_run_directory)
+    except (RunDirectoryExistsError, storage.PrefixExistsError):
         # Another attempt of the same run published first: its result stands.
-        recorded = recorded_result(final_dir, task.run_id)
+        recorded = recorded_at(artifact_uri, task.run_id)
         if recorded is None:
             raise
         return recorded

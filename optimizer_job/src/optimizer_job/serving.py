@@ -49,7 +49,8 @@ from prometheus_client import (
     generate_latest,
 )
 
-from optimizer_job.contract import PVC_MOUNT_ROOT, BadInputError, resolve_uri
+from optimizer_job import storage
+from optimizer_job.contract import PVC_MOUNT_ROOT, BadInputError, is_s3_uri, resolve_uri
 from optimizer_job.manifest import MANIFEST_NAME, sha256_file
 from optimizer_job.modelio import LoadedModel, load_model
 
@@ -103,7 +104,10 @@ class ServedModel:
 
     def __init__(self, uri: str, pvc_root: str = PVC_MOUNT_ROOT) -> None:
         self.uri = uri
-        directory = resolve_uri(uri, pvc_root) if "://" in uri else Path(uri)
+        if is_s3_uri(uri):  # downloaded and checked against its MANIFEST file by file
+            directory = storage.fetch_directory(uri)
+        else:
+            directory = resolve_uri(uri, pvc_root) if "://" in uri else Path(uri)
         self.loaded: LoadedModel = load_model(directory)  # checks the MANIFEST first
         self.manifest_sha256 = sha256_file(directory / MANIFEST_NAME)
         self.input_shape = self.loaded.input_shape

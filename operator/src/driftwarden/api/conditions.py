@@ -46,6 +46,7 @@ class Reason(StrEnum):
     MODEL_NOT_FOUND = "ModelNotFound"
     DATA_NOT_FOUND = "DataNotFound"
     PVC_NOT_FOUND = "PVCNotFound"
+    MISSING_SECRET = "MissingSecret"  # noqa: S105 - a condition reason, not a secret
     UNKNOWN_MODEL_FACTORY = "UnknownModelFactory"
     BAD_INPUT = "BadInput"
     TARGET_NOT_FOUND = "TargetNotFound"

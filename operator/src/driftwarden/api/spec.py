@@ -35,7 +35,9 @@ from driftwarden.api.durations import (
 from driftwarden.api.quantity import parse_quantity
 
 # Patterns, kept identical to the CRD's (a unit test compares them).
-URI_PATTERN = r"^(pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?|file://)/\S*$"
+URI_PATTERN = (
+    r"^(pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?|file://|s3://[a-z0-9][-a-z0-9.]{1,61}[a-z0-9])/\S*$"
+)
 DECIMAL_PATTERN = r"^[0-9]{1,10}(\.[0-9]{1,10})?([eE]-?[0-9]{1,2})?$"
 QUANTITY_PATTERN = (
     r"^(\+)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
@@ -375,6 +377,16 @@ class Toleration(SpecModel):
         return self
 
 
+class SecretRef(SpecModel):
+    name: Annotated[
+        str, StringConstraints(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
+    ]
+
+
+class StorageSpec(SpecModel):
+    secret_ref: SecretRef | None = None
+
+
 class JobSpec(SpecModel):
     image: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = None
     service_account_name: (
@@ -409,6 +421,7 @@ class ModelOptimizationSpec(SpecModel):
     gates: Gates = Field(default_factory=Gates)
     promotion: Promotion = Field(default_factory=Promotion)
     temporary_fix: TemporaryFix | None = None
+    storage: StorageSpec | None = None
     job: JobSpec = Field(default_factory=JobSpec)
 
     @model_validator(mode="after")

@@ -42,6 +42,8 @@ class JobSettings:
     active_deadline_seconds: int | None = None
     ttl_seconds_after_finished: int = 24 * 3600
     pvc_mount_root: str = contract.PVC_MOUNT_ROOT
+    # spec.storage.secretRef: its AWS_* keys become the container's environment.
+    storage_secret: str | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,29 @@ def claim_mounts(task: contract.Task) -> dict[str, bool]:
     for claim in contract.pvc_claims([task.artifacts_uri]):
         claims[claim] = True
     return claims
+
+
+# The keys of a storage Secret, as the AWS SDKs (and the job's S3 client) name them. Each
+# is optional: an endpoint or region may come from elsewhere, credentials from workload
+# identity.
+STORAGE_SECRET_KEYS: Final = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_ENDPOINT_URL",
+    "AWS_REGION",
+)
+
+
+def storage_env(secret: str | None) -> list[Json]:
+    """Environment entries that take the storage Secret's keys by reference (secretKeyRef):
+    the values never appear in the Job, its task or the operator."""
+    if secret is None:
+        return []
+    return [
+        {"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}}
+        for key in STORAGE_SECRET_KEYS
+    ]
 
 
 def _resources(settings: JobSettings) -> Json:
@@ -150,6 +175,7 @@ def build_job(
             # Caches (torch, matplotlib, ...) go to the writable scratch dir.
             {"name": "HOME", "value": SCRATCH_DIR},
             {"name": "TMPDIR", "value": SCRATCH_DIR},
+            *storage_env(settings.storage_secret),
         ],
         "resources": _resources(settings),
         "volumeMounts": mounts,

@@ -61,7 +61,15 @@ def job_settings(spec: ModelOptimizationSpec, config: OperatorConfig) -> JobSett
         active_deadline_seconds=job.active_deadline_seconds,
         ttl_seconds_after_finished=job.ttl_seconds_after_finished,
         pvc_mount_root=config.pvc_mount_root,
+        storage_secret=storage_secret(spec),
     )
+
+
+def storage_secret(spec: ModelOptimizationSpec) -> str | None:
+    """The Secret with the s3:// endpoint and credentials the Jobs get, if the spec names one."""
+    if spec.storage is None or spec.storage.secret_ref is None:
+        return None
+    return spec.storage.secret_ref.name
 
 
 def spec_claims(spec: ModelOptimizationSpec, model_uri: str | None = None) -> list[str]:

@@ -27,7 +27,7 @@ from driftwarden.api.status import (
 )
 from driftwarden.builders import names
 from driftwarden.builders.job import build_job, build_task_configmap
-from driftwarden.builders.task import build_task, job_settings, spec_claims
+from driftwarden.builders.task import build_task, job_settings, spec_claims, storage_secret
 from driftwarden.policy import from_api
 from driftwarden.policy.gates import latency_key
 from driftwarden.policy.schedule import evaluation_due
@@ -332,6 +332,14 @@ class Evaluations(LoopStep):
             self._problem(
                 Reason.PVC_NOT_FOUND,
                 f"PersistentVolumeClaim {', '.join(missing)} not found in namespace "
+                f"{self.namespace}: evaluations wait until it exists",
+            )
+            return
+        secret = storage_secret(spec)
+        if secret is not None and not self.ctx.kube.secret_exists(self.namespace, secret):
+            self._problem(
+                Reason.MISSING_SECRET,
+                f"Secret {secret} (spec.storage.secretRef) not found in namespace "
                 f"{self.namespace}: evaluations wait until it exists",
             )
             return

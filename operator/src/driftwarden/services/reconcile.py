@@ -47,7 +47,7 @@ from driftwarden.api.status import (
 from driftwarden.api.types import now_utc
 from driftwarden.builders import names
 from driftwarden.builders.job import Owner, build_job, build_task_configmap
-from driftwarden.builders.task import build_task, job_settings, spec_claims
+from driftwarden.builders.task import build_task, job_settings, spec_claims, storage_secret
 from driftwarden.crashpoints import crash_point
 from driftwarden.k8s import ApiError, ConflictError
 from driftwarden.policy import run_history
@@ -551,6 +551,15 @@ class ReconcilePass:
                 Reason.PVC_NOT_FOUND,
                 f"PersistentVolumeClaim {listed} not found in namespace {self.namespace}: "
                 f"the run waits until it exists ({plan.reason})",
+                input_problem=True,
+            )
+            return
+        secret = storage_secret(spec)
+        if secret is not None and not self.kube.secret_exists(self.namespace, secret):
+            self.blocked = Blocked(
+                Reason.MISSING_SECRET,
+                f"Secret {secret} (spec.storage.secretRef) not found in namespace "
+                f"{self.namespace}: the run waits until it exists ({plan.reason})",
                 input_problem=True,
             )
             return
