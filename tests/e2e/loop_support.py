@@ -16,20 +16,40 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 import yaml
 from operator_process import OperatorProcess, get_json, scratch_dir, wait_for
 
 from devcluster.controlplane import Cluster
+from optimizer_job.example import digits_tables
+from optimizer_job.modelio import build_model, save_model
 
 PROJECT = Path(__file__).resolve().parents[2]
 SERVER_MANIFEST = PROJECT / "examples" / "serving" / "deployment.yaml"
 RESYNC = 2.0
+SLOW_FACTORY = "optimizer_job.zoo:small_cnn"
+# Wide enough that pruning 80 % of its channels makes it several times faster, and slow
+# enough that its p95 at batch 32 is always over a 1 ms SLO.
+WIDE_CNN = {
+    "in_channels": 1,
+    "num_classes": 10,
+    "image_size": 16,
+    "channels": [128, 256, 256],
+    "hidden": 128,
+}
 
 
 def start_loop_operator(
-    devcluster: Cluster, namespace: str, operators: list[OperatorProcess], log_dir: Path
+    devcluster: Cluster,
+    namespace: str,
+    operators: list[OperatorProcess],
+    log_dir: Path,
+    *,
+    crash_at: str | None = None,
 ) -> OperatorProcess:
-    """The operator for one namespace, without the on-create run: the triggers start runs."""
+    """The operator for one namespace, without the on-create run: the triggers start runs.
+    ``crash_at``: a crash point (driftwarden.crashpoints) for this first start only."""
     operator = OperatorProcess(
         devcluster.kubeconfig,
         [namespace],
@@ -38,7 +58,7 @@ def start_loop_operator(
         extra_args=["--no-initial-run"],
     )
     operators.append(operator)
-    return operator.start()
+    return operator.start(crash_at=crash_at)
 
 
 def apply_yaml(devcluster: Cluster, namespace: str, body: dict[str, Any] | str) -> None:
@@ -64,6 +84,30 @@ def serving_deployment(model_uri: str, *, name: str) -> dict[str, Any]:
     container.pop("volumeMounts", None)
     pod.pop("volumes", None)
     return body
+
+
+def slow_model_and_data() -> tuple[Path, Path]:
+    """The wide CNN (freshly initialized: the latency tests are about speed) and the digits
+    tables, under a fresh scratch root with an empty ``artifacts`` directory: (root, data)."""
+    root = scratch_dir("loop-latency-")
+    data = root / "data"
+    data.mkdir()
+    for name, table in digits_tables("cnn", 0).items():
+        np.savez(data / f"{name}.npz", X=table.X, y=table.y)
+    torch.manual_seed(0)
+    save_model(
+        build_model(SLOW_FACTORY, WIDE_CNN),
+        SLOW_FACTORY,
+        WIDE_CNN,
+        root / "model",
+        {"label_column": "label"},
+        input_shape=[1, 16, 16],
+        num_classes=10,
+    )
+    (root / "artifacts").mkdir()
+    for path in [root, *root.rglob("*")]:
+        shutil.chown(path, user=65532, group=65532)
+    return root, data
 
 
 def copy_tree(source: Path, prefix: str) -> Path:

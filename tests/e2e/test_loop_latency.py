@@ -11,12 +11,9 @@ which DriftWarden then no longer owns.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 from loop_support import (
     apply_yaml,
     condition,
@@ -28,29 +25,19 @@ from loop_support import (
     metric,
     serving_deployment,
     serving_pods,
+    slow_model_and_data,
     start_loop_operator,
     wait_status,
 )
-from operator_process import OperatorProcess, scratch_dir, wait_for
+from operator_process import OperatorProcess, wait_for
 
 from devcluster.controlplane import Cluster
-from optimizer_job.example import digits_tables
-from optimizer_job.modelio import build_model, save_model
 
 pytestmark = pytest.mark.e2e
 pytest_plugins = ["operator_fixtures"]
 
 NAME = "slow"
 SERVER = "slow-server"
-FACTORY = "optimizer_job.zoo:small_cnn"
-# Wide enough that pruning 80 % of its channels makes it several times faster.
-WIDE_CNN = {
-    "in_channels": 1,
-    "num_classes": 10,
-    "image_size": 16,
-    "channels": [128, 256, 256],
-    "hidden": 128,
-}
 # examples/serving/deployment.yaml's resources, and what the fix below makes of them.
 ORIGINAL = {
     "requests": {"cpu": "500m", "memory": "256Mi"},
@@ -60,29 +47,6 @@ RAISED = {
     "requests": {"cpu": "1", "memory": "384Mi"},
     "limits": {"cpu": "1500m", "memory": "768Mi"},  # cpu: 2 capped by maxCpu
 }
-
-
-def slow_model_and_data() -> tuple[Path, Path]:
-    """The wide CNN (freshly initialized: this test is about speed) and the digits tables."""
-    root = scratch_dir("loop-latency-")
-    data = root / "data"
-    data.mkdir()
-    for name, table in digits_tables("cnn", 0).items():
-        np.savez(data / f"{name}.npz", X=table.X, y=table.y)
-    torch.manual_seed(0)
-    save_model(
-        build_model(FACTORY, WIDE_CNN),
-        FACTORY,
-        WIDE_CNN,
-        root / "model",
-        {"label_column": "label"},
-        input_shape=[1, 16, 16],
-        num_classes=10,
-    )
-    (root / "artifacts").mkdir()
-    for path in [root, *root.rglob("*")]:
-        shutil.chown(path, user=65532, group=65532)
-    return root, data
 
 
 def test_slow_model_gets_a_temporary_fix_then_a_faster_model_and_the_fix_is_reverted(

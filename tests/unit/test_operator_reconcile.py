@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 from typing import Any, cast
 
 import pytest
@@ -15,10 +16,10 @@ from prometheus_client import generate_latest
 
 from driftwarden.builders import names
 from driftwarden.config import OperatorConfig
-from driftwarden.k8s import ConflictError, Kube
+from driftwarden.k8s import ApiError, ConflictError, Kube
 from driftwarden.metrics import OperatorMetrics
 from driftwarden.runtime import Runtime
-from driftwarden.services.reconcile import reconcile
+from driftwarden.services.reconcile import ReleaseFailedError, reconcile, release
 from optimizer_job import contract
 
 pytestmark = pytest.mark.unit
@@ -429,3 +430,112 @@ def test_runs_that_fell_out_of_the_history_are_never_recorded_again(
     assert "activeRun" not in status
     reasons = [e[1] for e in fake.events]
     assert reasons.count("RunSucceeded") == 25 and reasons.count("RunStarted") == 25
+
+
+class FakeTarget:
+    """The target Deployment API: a raised Deployment whose writes fail while ``failures``
+    lasts (an API fault), as the apiserver would answer them (503)."""
+
+    def __init__(self, deployment: Json) -> None:
+        self.deployment = deployment
+        self.failures = 0
+        self.applied: list[Json] = []
+
+    def get_deployment(self, namespace: str, name: str) -> Json | None:
+        return (
+            copy.deepcopy(self.deployment) if name == self.deployment["metadata"]["name"] else None
+        )
+
+    def apply_deployment(self, body: Json) -> Json:
+        if self.failures:
+            self.failures -= 1
+            raise ApiError(503, "the server is currently unable to handle the request")
+        self.applied.append(copy.deepcopy(body))
+        containers = body.get("spec", {}).get("template", {}).get("spec", {}).get("containers")
+        live = self.deployment["spec"]["template"]["spec"]["containers"][0]
+        if containers:
+            live["resources"] = containers[0].get("resources", {})
+        self.deployment["metadata"]["annotations"] = body["metadata"].get("annotations", {})
+        return copy.deepcopy(self.deployment)
+
+    def json_patch_deployment(self, namespace: str, name: str, patch: list[Json]) -> Json:
+        return copy.deepcopy(self.deployment)
+
+
+def fixed_deployment() -> Json:
+    record = {
+        "v": 1,
+        "ownerUid": UID,
+        "owner": NAME,
+        "deployment": "web",
+        "container": "server",
+        "original": {"limits": {"cpu": "1"}},
+        "applied": {"limits": {"cpu": "2"}},
+        "appliedAt": "2026-01-01T10:00:00Z",
+        "expiresAt": "2099-01-01T10:00:00Z",
+    }
+    return {
+        "metadata": {
+            "name": "web",
+            "namespace": NS,
+            "resourceVersion": "7",
+            "annotations": {"driftwarden.io/temporary-fix": json.dumps(record)},
+            "managedFields": [],
+        },
+        "spec": {
+            "template": {
+                "spec": {"containers": [{"name": "server", "resources": {"limits": {"cpu": "2"}}}]}
+            }
+        },
+    }
+
+
+def test_delete_under_an_api_fault_fails_until_the_revert_succeeded(
+    metrics: OperatorMetrics,
+) -> None:
+    fake = FakeKube(
+        spec(
+            target={"deployment": "web"},
+            temporaryFix={"enabled": True},
+            triggers={"latency": {"p95Ms": 10}},
+        )
+    )
+    target = FakeTarget(fixed_deployment())
+    target.failures = 1
+    runtime = Runtime(
+        config=OperatorConfig(), kube=cast(Kube, fake), metrics=metrics, target=target
+    )
+    with pytest.raises(ReleaseFailedError, match="HTTP 503"):
+        release(runtime, NS, NAME, 5.0)
+    assert [e[1] for e in fake.events][-1] == "ReleaseFailed"
+    assert "Trying again in 5 s" in fake.events[-1][2]
+    assert target.deployment["spec"]["template"]["spec"]["containers"][0]["resources"] == {
+        "limits": {"cpu": "2"}
+    }
+    release(runtime, NS, NAME, 10.0)  # the fault is over: the fix recorded on it is reverted
+    assert target.deployment["spec"]["template"]["spec"]["containers"][0]["resources"] == {
+        "limits": {"cpu": "1"}
+    }
+    assert "driftwarden.io/temporary-fix" not in target.deployment["metadata"]["annotations"]
+    assert "TemporaryFixReverted" in [e[1] for e in fake.events]
+
+
+def test_delete_waits_for_a_pass_of_the_same_resource(metrics: OperatorMetrics) -> None:
+    fake = FakeKube(spec(target={"deployment": "web"}))
+    target = FakeTarget(fixed_deployment())
+    runtime = Runtime(
+        config=OperatorConfig(), kube=cast(Kube, fake), metrics=metrics, target=target
+    )
+    done = threading.Event()
+
+    def delete() -> None:
+        release(runtime, NS, NAME, 2.0)
+        done.set()
+
+    with runtime.locks.hold(NS, NAME):  # a pass of this resource is running
+        thread = threading.Thread(target=delete)
+        thread.start()
+        assert not done.wait(0.3)
+        assert target.applied == []
+    thread.join(10)
+    assert done.is_set() and target.applied

@@ -1,8 +1,9 @@
-"""`devcluster build | up | down | status | env`: a local Kubernetes for dev and tests."""
+"""`devcluster build | up | down | status | env | faultproxy`: a local Kubernetes."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -67,6 +68,22 @@ def _cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_faultproxy(args: argparse.Namespace) -> int:
+    try:
+        control = Cluster(args.state_dir).start_fault_proxy(json.loads(args.config))
+    except (FileNotFoundError, ComponentFailedError, ValueError) as exc:
+        print(f"devcluster: {exc}", file=sys.stderr)
+        return 1
+    print(f"faultproxy: {control.url} -> the apiserver; faults: {args.config}")
+    print(f"  use it:  export KUBECONFIG={control.kubeconfig}")
+    print(f"  counts:  curl -s http://127.0.0.1:{control.control_port}/stats")
+    print(
+        f"  change:  curl -s -X PUT -d '{{\"enabled\": false}}' "
+        f"http://127.0.0.1:{control.control_port}/config"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="devcluster", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -78,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         ("down", _cmd_down, "stop everything and remove the state"),
         ("status", _cmd_status, "show which components run"),
         ("env", _cmd_env, "print shell exports for kubectl"),
+        ("faultproxy", _cmd_faultproxy, "start a fault-injecting proxy before the apiserver"),
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
@@ -87,6 +105,12 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--node-cpu", default="4")
             p.add_argument("--node-memory", default="16Gi")
             p.add_argument("--s3", action="store_true", help="also start the S3 server")
+        if name == "faultproxy":
+            p.add_argument(
+                "--config",
+                default='{"seed": 1, "error": 0.05, "reset": 0.02, "conflict": 0.02}',
+                help="devcluster.faultproxy.FaultConfig fields as JSON",
+            )
     args = parser.parse_args(argv)
     code: int = args.func(args)
     return code

@@ -23,10 +23,14 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from devcluster import build, pki, s3
+
+if TYPE_CHECKING:
+    from devcluster.faultproxy import FaultProxyControl
 
 SERVICE_CIDR = "10.0.0.0/24"
 DEFAULT_NODE = "devnode"
@@ -539,6 +543,62 @@ class Cluster:
     def create_bucket(self, name: str) -> None:
         """Create a bucket on the cluster's S3 server (start_s3 first)."""
         s3.create_bucket(self.state.path, name)
+    def start_fault_proxy(self, config: dict[str, object] | None = None) -> FaultProxyControl:
+        """Start the fault-injecting proxy (devcluster.faultproxy) in front of the apiserver
+        as a component of this cluster, with a serving certificate from the cluster's CA.
+        Clients that use the returned kubeconfig (the admin's credentials, the proxy's
+        address) reach the apiserver through it; ``config`` sets FaultConfig fields."""
+        from devcluster.faultproxy import FaultProxyControl
+
+        state = self.state
+        if "faultproxy" in state.pids and _alive(state.pids["faultproxy"]):
+            self.stop_component("faultproxy")
+            state = self.state
+        pki_dir = state.path / "pki"
+        ca = pki.CertificateAuthority(pki_dir, existing=True)
+        ca.issue(
+            "faultproxy", "faultproxy", server=True, dns_names=("localhost",), ips=("127.0.0.1",)
+        )
+        state.ports["faultproxy"] = free_port()
+        state.ports["faultproxy-control"] = free_port()
+        url = f"https://127.0.0.1:{state.ports['faultproxy']}"
+        kubeconfig = yaml.safe_load(state.kubeconfig.read_text())
+        kubeconfig["clusters"][0]["cluster"]["server"] = url
+        path = state.path / "faultproxy.kubeconfig"
+        path.write_text(yaml.safe_dump(kubeconfig))
+        path.chmod(0o600)
+        state.save()
+        _start(
+            state,
+            "faultproxy",
+            [
+                sys.executable,
+                "-m",
+                "devcluster.faultproxy",
+                "--upstream",
+                state.api_server,
+                "--pki",
+                str(pki_dir),
+                "--port",
+                str(state.ports["faultproxy"]),
+                "--control-port",
+                str(state.ports["faultproxy-control"]),
+                "--config",
+                json.dumps(config or {}),
+            ],
+        )
+        control = FaultProxyControl(path, url, state.ports["faultproxy-control"])
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                control.stats()
+                return control
+            except OSError:
+                if not _alive(self.state.pids["faultproxy"]) or time.monotonic() > deadline:
+                    raise ComponentFailedError(
+                        f"faultproxy did not start; see its log: {state.log('faultproxy')}"
+                    ) from None
+                time.sleep(0.2)
 
     def stop_component(self, component: str, grace: float = 20.0) -> None:
         state = self.state

@@ -54,9 +54,18 @@ def _name(common_name: str, organization: str | None = None) -> x509.Name:
 
 
 class CertificateAuthority:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, existing: bool = False) -> None:
+        """A new CA in ``directory``, or (``existing``) the one already there, to issue
+        certificates for a component added later (the fault proxy)."""
         self.directory = directory
         self.pair = Pair(directory / "ca.crt", directory / "ca.key")
+        if existing:
+            self._cert = x509.load_pem_x509_certificate(self.pair.cert.read_bytes())
+            key = serialization.load_pem_private_key(self.pair.key.read_bytes(), password=None)
+            if not isinstance(key, ec.EllipticCurvePrivateKey):
+                raise TypeError(f"{self.pair.key} is not the devcluster's EC key")
+            self._key = key
+            return
         now = dt.datetime.now(dt.UTC)
         self._key = ec.generate_private_key(ec.SECP256R1())
         subject = _name("devcluster-ca")

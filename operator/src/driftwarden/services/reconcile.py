@@ -244,10 +244,27 @@ class ReconcilePass:
         self.status.phase = self._phase()
 
     def commit(self) -> None:
+        self._write_status()
+        self._post_events()
+        for outcome, seconds in self.finished:
+            self.rt.metrics.record_run(self.namespace, self.name, outcome.value, max(seconds, 0.0))
+
+    def commit_quietly(self) -> None:
+        """commit() for a resource being deleted: the status write is a courtesy there (a
+        conflict or an API error is logged, never raised), the events are posted anyway."""
+        try:
+            self._write_status()
+        except ApiError as error:
+            _log.info("%s/%s: status not written on delete: %s", self.namespace, self.name, error)
+        self._post_events()
+
+    def _write_status(self) -> None:
         if self.status.to_json_dict() != self.original.to_json_dict():
             self.kube.patch_optimization_status(
                 self.namespace, self.name, self.status.to_merge_patch(), self.resource_version
             )
+
+    def _post_events(self) -> None:
         for event in self.events:
             try:
                 self.kube.post_event(
@@ -261,16 +278,6 @@ class ReconcilePass:
                     self.name,
                     exc_info=True,
                 )
-        for outcome, seconds in self.finished:
-            self.rt.metrics.record_run(self.namespace, self.name, outcome.value, max(seconds, 0.0))
-
-    def commit_quietly(self) -> None:
-        """commit() for a resource being deleted: status and events are a courtesy there
-        (a conflict or an API error is logged, never raised)."""
-        try:
-            self.commit()
-        except ApiError as error:
-            _log.info("%s/%s: status not written on delete: %s", self.namespace, self.name, error)
 
     def _event(self, type_: EventType, reason: str, message: str) -> None:
         self.events.append(Event(type_, reason, message))

@@ -142,6 +142,9 @@ class TemporaryFixes(LoopStep):
         settings = from_api.fix_settings(spec)
         active = from_api.active_fix(status)
         if (settings is None or not settings.enabled) and active is None:
+            current = cond.get_condition(status.conditions, ConditionType.TEMPORARY_FIX_ACTIVE)
+            if current is not None and current.reason == Reason.FIX_DISABLED:
+                return  # keep the story of the revert that disabling the fix made
             self._set(
                 ConditionType.TEMPORARY_FIX_ACTIVE,
                 "False",

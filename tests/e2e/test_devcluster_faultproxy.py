@@ -1,0 +1,117 @@
+"""The devcluster's fault-injecting proxy (devcluster.faultproxy) in front of kube-apiserver:
+requests pass as the caller, watches stream, and a seeded share of requests gets the
+configured faults, counted on its control port."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from devcluster.controlplane import Cluster
+
+pytestmark = pytest.mark.e2e
+
+
+def kubectl(cluster: Cluster, kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(cluster.bin_dir / "kubectl"), "--kubeconfig", str(kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_requests_pass_as_the_caller_and_watches_stream(
+    devcluster: Cluster, namespace: str
+) -> None:
+    proxy = devcluster.start_fault_proxy({"seed": 1})
+    who = kubectl(devcluster, proxy.kubeconfig, "auth", "whoami", "-o", "json")
+    assert who.returncode == 0, who.stderr
+    user = json.loads(who.stdout)["status"]["userInfo"]
+    assert user["username"] == "admin" and "system:masters" in user["groups"]
+    created = kubectl(
+        devcluster,
+        proxy.kubeconfig,
+        "-n",
+        namespace,
+        "create",
+        "configmap",
+        "through",
+        "--from-literal=a=b",
+    )
+    assert created.returncode == 0, created.stderr
+    watch = subprocess.Popen(
+        [
+            str(devcluster.bin_dir / "kubectl"),
+            "--kubeconfig",
+            str(proxy.kubeconfig),
+            "-n",
+            namespace,
+            "get",
+            "configmaps",
+            "--watch-only",
+            "-o",
+            "name",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(2)
+        devcluster.kubectl("-n", namespace, "create", "configmap", "seen-by-watch")
+        assert watch.stdout is not None
+        assert watch.stdout.readline().strip() == "configmap/seen-by-watch"
+    finally:
+        watch.kill()
+        watch.wait(10)
+    assert proxy.stats().get("faults", 0) == 0
+
+
+def test_a_seeded_share_of_requests_gets_faults_and_they_are_counted(
+    devcluster: Cluster, namespace: str
+) -> None:
+    proxy = devcluster.start_fault_proxy(
+        {
+            "seed": 7,
+            "conflict": 0.2,
+            "throttle": 0.1,
+            "error": 0.2,
+            "reset": 0.1,
+            "methods": ["POST"],
+            "path_pattern": "/configmaps",
+        }
+    )
+    outcomes = []
+    for i in range(40):
+        got = kubectl(
+            devcluster,
+            proxy.kubeconfig,
+            "-n",
+            namespace,
+            "create",
+            "configmap",
+            f"c{i}",
+            "--request-timeout=10s",
+        )
+        outcomes.append(got.returncode)
+    counts = proxy.stats()
+    # kubectl retries a 429 and some errors itself, so count what the proxy injected.
+    assert counts["faults"] >= 10, counts
+    assert {"conflict", "throttle"} <= set(counts), counts
+    assert any(code != 0 for code in outcomes)
+    # Reads were not matched: they all pass.
+    listed = kubectl(
+        devcluster, proxy.kubeconfig, "-n", namespace, "get", "configmaps", "-o", "name"
+    )
+    assert listed.returncode == 0, listed.stderr
+    # Switched off at run time, everything passes.
+    proxy.configure(enabled=False)
+    for i in range(5):
+        got = kubectl(devcluster, proxy.kubeconfig, "-n", namespace, "create", "configmap", f"d{i}")
+        assert got.returncode == 0, got.stderr
+    assert proxy.stats()["faults"] == counts["faults"]
