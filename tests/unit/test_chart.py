@@ -462,3 +462,22 @@ def test_the_admission_policy_denies_what_the_operator_denies() -> None:
     )["data"]
     assert set(params["deniedEnvNames"].split(",")) == DENIED_ENV_NAMES
     assert tuple(params["deniedEnvPrefixes"].split(",")) == DENIED_ENV_PREFIXES
+
+
+def test_images_by_digest() -> None:
+    """checkov CKV_K8S_43: both images can be pinned by digest, which wins over the tag; the
+    Job image so pinned is the one specs may name."""
+    from driftwarden.config import OperatorConfig
+
+    operator, job = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    manifests = render(
+        sets=[f"image.digest={operator}", f"jobs.image.digest={job}", "image.tag=ignored"]
+    )
+    container = one(manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == f"ghcr.io/driftwarden/operator@{operator}"
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    assert env["DRIFTWARDEN_JOB_IMAGE"] == f"ghcr.io/driftwarden/optimizer-job@{job}"
+    config = OperatorConfig.from_args(container["args"], env)
+    assert config.admission_policy.job_images == (f"ghcr.io/driftwarden/optimizer-job@{job}",)
+    result = run_helm("template", RELEASE, ".", "--set", "jobs.image.digest=latest")
+    assert result.returncode != 0 and "digest" in result.stderr
