@@ -546,7 +546,12 @@ def used_by_operator(cluster: Cluster, install: Install) -> dict[Access, set[int
     for line in cluster.state.audit_log.read_text().splitlines():
         event = json.loads(line)
         ref = event.get("objectRef")
-        if event["user"]["username"] != account or event["stage"] != "ResponseComplete":
+        # A watch is long-running: it is logged when it starts (ResponseStarted) and again
+        # only when it ends; everything else once, complete.
+        if event["user"]["username"] != account or event["stage"] not in (
+            "ResponseStarted",
+            "ResponseComplete",
+        ):
             continue
         if not ref or "resource" not in ref:
             continue  # discovery and other non-resource URLs
