@@ -25,7 +25,9 @@ def devcluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield Cluster(Path(reuse))
         return
     cluster = Cluster(tmp_path_factory.mktemp("devcluster") / "state")
-    cluster.up()
+    # The audit log records what ServiceAccounts (the chart-installed operator) asked for:
+    # test_chart_install compares it with the chart's RBAC.
+    cluster.up(audit_log=True)
     try:
         yield cluster
     finally:

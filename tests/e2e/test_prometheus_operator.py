@@ -55,7 +55,8 @@ def scraped_operator(
         [namespace],
         log_dir / "operator.log",
         resync_seconds=RESYNC,
-        extra_args=extra_args,
+        # The admin's policy allows this Prometheus only (driftwarden.policy.admission).
+        extra_args=(f"--allowed-prometheus-url={prometheus.url}", *extra_args),
     )
     operators.append(operator)
     operator.start()

@@ -114,3 +114,29 @@ def test_parse_s3_uri_keeps_the_key_inside_its_prefix() -> None:
     ):
         with pytest.raises(BadInputError):
             parse_s3_uri(bad)
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "pvc://data/iris/../../../etc/shadow",
+        "pvc://models/..",
+        "pvc://models/runs/%2e%2e/%2E%2E/etc",
+        "pvc://models/..%2fsecrets",
+        "pvc://models/a%5c..%5cb",
+        "file:///srv/runs/../../etc/passwd",
+        "pvc://../etc/passwd",
+    ],
+)
+def test_resolve_uri_refuses_paths_out_of_their_claim(uri: str) -> None:
+    with pytest.raises(BadInputError):
+        resolve_uri(uri, pvc_root="/mnt")
+
+
+def test_resolve_uri_refuses_a_symbolic_link_out_of_the_claim(tmp_path: Path) -> None:
+    claim = tmp_path / "claim"
+    claim.mkdir()
+    (claim / "inside.csv").write_text("x\n")
+    (claim / "escape").symlink_to("/etc")
+    assert resolve_uri("pvc://claim/inside.csv", pvc_root=str(tmp_path)) == claim / "inside.csv"
+    assert resolve_uri("pvc://claim/new/run", pvc_root=str(tmp_path)) == claim / "new" / "run"
+    with pytest.raises(BadInputError, match="outside its claim"):
+        resolve_uri("pvc://claim/escape/passwd", pvc_root=str(tmp_path))

@@ -539,3 +539,85 @@ def test_delete_waits_for_a_pass_of_the_same_resource(metrics: OperatorMetrics) 
         assert target.applied == []
     thread.join(10)
     assert done.is_set() and target.applied
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"job": {"image": "attacker.example/miner:1"}}, "spec.job.image"),
+        ({"job": {"serviceAccountName": "cluster-admin-sa"}}, "spec.job.serviceAccountName"),
+        (
+            {
+                "target": {"deployment": "serving", "modelEnv": "PYTHONPATH"},
+                "promotion": {"mode": "Automatic"},
+            },
+            "spec.target.modelEnv",
+        ),
+        (
+            {"monitoring": {"prometheus": {"url": "http://10.0.0.1:9090", "query": "up"}}},
+            "spec.monitoring.prometheus.url",
+        ),
+    ],
+)
+def test_a_spec_outside_the_admin_policy_gets_no_job(
+    metrics: OperatorMetrics, changes: Json, field: str
+) -> None:
+    fake = FakeKube(spec(**changes))
+    status = run_pass(fake, metrics)
+    assert fake.jobs == {}
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "PolicyViolation")
+    assert ready["message"].startswith(f"{field}: ")
+    assert "policy" in ready["message"]
+    assert [e[:2] for e in fake.events] == [("Warning", "PolicyViolation")]
+    run_pass(fake, metrics)
+    assert fake.jobs == {} and len(fake.events) == 1  # said once
+
+
+def test_what_the_admin_allows_runs(metrics: OperatorMetrics) -> None:
+    fake = FakeKube(
+        spec(
+            job={"image": "registry.example/ml/optimizer:2", "serviceAccountName": "trainer"},
+            monitoring={"prometheus": {"url": "http://prom.monitoring:9090/api", "query": "up"}},
+        )
+    )
+    status = run_pass(
+        fake,
+        metrics,
+        allowed_job_images=("registry.example/ml/",),
+        allowed_job_service_accounts=("trainer",),
+        allowed_prometheus_urls=("http://prom.monitoring:9090",),
+    )
+    assert list(fake.jobs) == [JOB_1]
+    assert conditions(status)["Ready"] == ("True", "Ready")
+
+
+@pytest.mark.parametrize(
+    "reported",
+    [
+        "file:///srv/models/production",  # somewhere else entirely
+        f"file:///srv/runs/{NAME}/{names.run_id_for(UID, 7)}",  # another run's directory
+        f"file:///srv/runs/{NAME}/{RUN_1}/../../other",  # out of its own by dot segments
+        f"file:///srv/runs/other/{RUN_1}",  # another resource's directory
+    ],
+)
+def test_a_run_reporting_an_artifact_outside_its_directory_fails(
+    metrics: OperatorMetrics, reported: str
+) -> None:
+    fake = FakeKube(spec())
+    run_pass(fake, metrics)
+    message = contract.CompactResult(
+        kind="optimize",
+        run_id=RUN_1,
+        ok=True,
+        baseline=contract.ModelMetrics(accuracy=0.9, size_bytes=1000),
+        candidate=contract.ModelMetrics(accuracy=0.9, size_bytes=300),
+        artifact_uri=reported,
+        manifest_sha256="cd" * 32,
+    ).to_message()
+    fake.finish(JOB_1, 0, message)
+    status = run_pass(fake, metrics)
+    (run,) = status["runs"]
+    assert run["outcome"] == "Failed"
+    assert run["message"].startswith("ArtifactOutsideRun: ")
+    assert "artifactUri" not in run
+    assert "candidate" not in status
+    assert [e[1] for e in fake.events] == ["RunStarted", "RunFailed"]

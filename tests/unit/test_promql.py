@@ -253,7 +253,7 @@ def test_query_result_keeps_labels_and_warnings(serve: Callable[..., FakePrometh
                 body=b'{"status":"error","errorType":"bad_data","error":"parse error at char 5"}',
             ),
             PrometheusReason.QUERY_FAILED,
-            "bad_data, HTTP 400): parse error at char 5",
+            "(bad_data, HTTP 400, application/json, 73 bytes)",
         ),
         (
             Reply(status=422, body=b'{"status":"error","errorType":"execution","error":"boom"}'),
@@ -265,7 +265,7 @@ def test_query_result_keeps_labels_and_warnings(serve: Callable[..., FakePrometh
         (
             Reply(status=404, body=b"404 page not found", headers={}),
             PrometheusReason.UNREACHABLE,
-            "not answer as a Prometheus API (HTTP 404: 404 page not found)",
+            "not answer as a Prometheus API (HTTP 404, no content type, 18 bytes)",
         ),
         (
             Reply(status=502, body=b"<html>Bad Gateway</html>", headers={}),
@@ -452,3 +452,129 @@ def test_missing_ca_file(tmp_path: Path) -> None:
     error = error_of(lambda: serving_latency("https://127.0.0.1:1", "q", settings))
     assert error.reason == PrometheusReason.UNREACHABLE
     assert "CA file" in error.message
+
+
+# -- bounded, whatever the server does ------------------------------------------------------
+
+
+class DrippingServer:
+    """A real TCP server that sends its answer one byte every `every` seconds: into the
+    status line and headers (`stage="headers"`) or after complete headers (`"body"`)."""
+
+    def __init__(self, stage: str, every: float = 0.5) -> None:
+        self.stage, self.every = stage, every
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.stopped = threading.Event()
+        self.served = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        body = json.dumps(
+            {"status": "success", "data": {"resultType": "scalar", "result": [1, "0.1"]}}
+        ).encode()
+        head = (
+            f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        conn, _ = self.listener.accept()
+        with conn:
+            conn.recv(65536)
+            fast, slow = (b"", head + body) if self.stage == "headers" else (head, body)
+            try:
+                conn.sendall(fast)
+                for i in range(len(slow)):
+                    if self.stopped.wait(self.every):
+                        return
+                    conn.sendall(slow[i : i + 1])
+            except OSError:
+                pass  # the client hung up: what the test wants
+            finally:
+                self.served.set()
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.listener.close()
+
+
+@pytest.mark.parametrize("stage", ["headers", "body"])
+def test_a_dripping_server_is_cut_at_the_overall_deadline(stage: str) -> None:
+    """Each byte arrives well within the per-read timeout, so only an overall deadline
+    stops the query: it must end at 1 s, not when the server is done (minutes)."""
+    server = DrippingServer(stage, every=0.3)
+    try:
+        started = time.monotonic()
+        error = error_of(
+            lambda: serving_latency(server.url, "q", ClientSettings(timeout_seconds=1.0))
+        )
+        elapsed = time.monotonic() - started
+        assert error.reason == PrometheusReason.UNREACHABLE
+        assert "did not answer within 1 s" in error.message
+        assert elapsed < 2.5, elapsed
+        # The client hung up: the server's next byte fails and it stops.
+        assert server.served.wait(10)
+    finally:
+        server.close()
+
+
+def test_one_tenant_cannot_hold_every_thread(serve: Callable[..., FakePrometheus]) -> None:
+    slow = serve(lambda _q: Reply(body=b"{}", delay=1.5))
+    fast = serve(lambda _q: ok("scalar", [1, "0.1"]))
+    settings = ClientSettings(timeout_seconds=5.0)
+    errors: list[PrometheusError] = []
+
+    def query_slow() -> None:
+        try:
+            serving_latency(slow.url, "q", settings, tenant="team-a")
+        except PrometheusError as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=query_slow) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 5
+    while len(slow.received) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(slow.received) == 2  # both of team-a's slots are taken
+    busy = error_of(lambda: serving_latency(fast.url, "q", settings, tenant="team-a"))
+    assert busy.reason == PrometheusReason.BUSY
+    assert "team-a" in busy.message
+    # Another tenant is not held up.
+    assert serving_latency(fast.url, "q", settings, tenant="team-b").p95_ms == 100.0
+    for thread in threads:
+        thread.join()
+    # Slots come back when the queries end.
+    assert serving_latency(fast.url, "q", settings, tenant="team-a").p95_ms == 100.0
+
+
+SECRET = "internal-secret-4242"
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply(status=404, body=f"<html>{SECRET}</html>".encode(), headers={}),
+        Reply(status=200, body=f"not json {SECRET}".encode()),
+        Reply(
+            status=400,
+            body=json.dumps({"status": "error", "errorType": SECRET, "error": SECRET}).encode(),
+        ),
+        ok(
+            "vector",
+            [
+                {"metric": {"secret": SECRET}, "value": [1, "1"]},
+                {"metric": {"secret": "x"}, "value": [1, "2"]},
+            ],
+        ),
+        ok("vector", [{"metric": {"a": SECRET}, "value": [1, SECRET]}]),
+        ok("scalar", [SECRET]),
+    ],
+)
+def test_no_message_repeats_the_response_body(
+    serve: Callable[..., FakePrometheus], reply: Reply
+) -> None:
+    """The URL is the user's: whatever it points at, its content never reaches status or
+    events. A message says what came (status, content type, size), never what it said."""
+    fake = serve(lambda _q: reply)
+    error = error_of(lambda: serving_latency(fake.url, "q"))
+    assert SECRET not in str(error)

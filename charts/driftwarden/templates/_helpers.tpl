@@ -67,3 +67,19 @@ an empty list means all namespaces. Sorted and de-duplicated so renders are stab
 {{- define "driftwarden.jobNamespaces" -}}
 {{- concat .Values.watchNamespaces .Values.jobs.serviceAccount.extraNamespaces | uniq | sortAlpha | toJson }}
 {{- end }}
+
+{{/* The Prometheus URL prefixes specs may name: policy.prometheusUrls, else prometheus.url. */}}
+{{- define "driftwarden.prometheusUrls" -}}
+{{- if .Values.policy.prometheusUrls }}
+{{- .Values.policy.prometheusUrls | uniq | toJson }}
+{{- else if .Values.prometheus.url }}
+{{- list .Values.prometheus.url | toJson }}
+{{- else }}
+{{- list | toJson }}
+{{- end }}
+{{- end }}
+
+{{/* The job image spec.job.image may always name: the chart's (jobs.image). */}}
+{{- define "driftwarden.jobImage" -}}
+{{- include "driftwarden.image" (merge (dict "appVersion" .Chart.AppVersion) .Values.jobs.image) }}
+{{- end }}

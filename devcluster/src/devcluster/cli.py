@@ -25,7 +25,12 @@ def _cmd_up(args: argparse.Namespace) -> int:
     cluster = Cluster(args.state_dir)
     started = time.monotonic()
     try:
-        state = cluster.up(gpus=args.gpus, node_cpu=args.node_cpu, node_memory=args.node_memory)
+        state = cluster.up(
+            gpus=args.gpus,
+            node_cpu=args.node_cpu,
+            node_memory=args.node_memory,
+            audit_log=args.audit_log,
+        )
     except ComponentFailedError as exc:
         print(f"devcluster: {exc}", file=sys.stderr)
         return 1
@@ -36,6 +41,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
     print(f'  use it:        eval "$(devcluster env --state-dir {args.state_dir})"')
     print("                 kubectl get nodes")
     print(f"  component logs: {state.path / 'logs'}")
+    if args.audit_log:
+        print(f"  audit log:     {state.audit_log}")
     print(f"  tear down:     devcluster down --state-dir {args.state_dir}")
     return 0
 
@@ -105,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--node-cpu", default="4")
             p.add_argument("--node-memory", default="16Gi")
             p.add_argument("--s3", action="store_true", help="also start the S3 server")
+            p.add_argument(
+                "--audit-log",
+                action="store_true",
+                help="the apiserver's audit log of ServiceAccounts' requests (logs/audit.log)",
+            )
         if name == "faultproxy":
             p.add_argument(
                 "--config",

@@ -33,6 +33,20 @@ if TYPE_CHECKING:
     from devcluster.faultproxy import FaultProxyControl
 
 SERVICE_CIDR = "10.0.0.0/24"
+# The apiserver's audit policy of `up(audit_log=True)`: what every ServiceAccount asked for
+# (an operator running in a Pod, not the tests' admin), at Metadata level - who, which verb
+# on which resource, and the answer - never request or response bodies.
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        # The controller-manager's controllers (--use-service-account-credentials).
+        {"level": "None", "userGroups": ["system:serviceaccounts:kube-system"]},
+        {"level": "Metadata", "userGroups": ["system:serviceaccounts"]},
+        {"level": "None"},
+    ],
+}
 DEFAULT_NODE = "devnode"
 
 
@@ -63,6 +77,11 @@ class State:
 
     def log(self, component: str) -> Path:
         return self.path / "logs" / f"{component}.log"
+
+    @property
+    def audit_log(self) -> Path:
+        """The apiserver's audit log (JSON lines), when started with audit_log=True."""
+        return self.path / "logs" / "audit.log"
 
     def save(self) -> None:
         (self.path / "state.json").write_text(json.dumps(asdict(self), indent=2))
@@ -271,6 +290,7 @@ class Cluster:
         node_memory: str = "16Gi",
         node: bool = True,
         timeout: float = 120.0,
+        audit_log: bool = False,
     ) -> State:
         if (self.state_dir / "state.json").exists():
             existing = State.load(self.state_dir)
@@ -303,7 +323,7 @@ class Cluster:
             state.ports[component] = free_port()
         state.save()
         try:
-            self._start_control_plane(state, timeout)
+            self._start_control_plane(state, timeout, audit_log=audit_log)
             if node:
                 _start(
                     state,
@@ -318,7 +338,7 @@ class Cluster:
             raise
         return state
 
-    def _start_control_plane(self, state: State, timeout: float) -> None:
+    def _start_control_plane(self, state: State, timeout: float, *, audit_log: bool) -> None:
         pki_dir = state.path / "pki"
         pki_dir.mkdir(exist_ok=True)
         ca = pki.CertificateAuthority(pki_dir)
@@ -407,6 +427,7 @@ class Cluster:
                 "--profiling=false",
                 "--v",
                 "1",
+                *self._audit_flags(state, audit_log),
             ],
         )
         _wait(
@@ -477,6 +498,25 @@ class Cluster:
             state, "kube-scheduler", f"https://127.0.0.1:{ports['kube-scheduler']}/healthz", timeout
         )
         self._wait_default_service_account(timeout)
+
+    @staticmethod
+    def _audit_flags(state: State, enabled: bool) -> list[str]:
+        if not enabled:
+            return []
+        policy = state.path / "audit-policy.yaml"
+        policy.write_text(yaml.safe_dump(AUDIT_POLICY))
+        state.audit_log.parent.mkdir(parents=True, exist_ok=True)
+        return [
+            "--audit-policy-file",
+            str(policy),
+            "--audit-log-path",
+            str(state.audit_log),
+            "--audit-log-format",
+            "json",
+            # Written as requests complete: a test reads what happened so far.
+            "--audit-log-mode",
+            "blocking",
+        ]
 
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120

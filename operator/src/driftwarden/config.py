@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from driftwarden.policy.admission import DEFAULT_MODEL_ENV_PATTERNS, AdmissionPolicy
 from optimizer_job import contract
 
 ENV_PREFIX = "DRIFTWARDEN_"
@@ -49,10 +50,31 @@ class OperatorConfig:
     peering_priority: int = field(default_factory=lambda: int.from_bytes(os.urandom(3), "big"))
     standalone: bool | None = None  # None: peer when the peering CRDs exist
     verbose: bool = False
+    # The admin's policy over what a spec may ask for (driftwarden.policy.admission).
+    # The default job image and ServiceAccount are always allowed; with nothing listed
+    # they are all a spec may name. No Prometheus URL is allowed unless listed.
+    allowed_job_images: tuple[str, ...] = ()
+    allowed_job_service_accounts: tuple[str, ...] = ()
+    allowed_model_env: tuple[str, ...] = DEFAULT_MODEL_ENV_PATTERNS
+    allowed_prometheus_urls: tuple[str, ...] = ()
+    enforce_policy: bool = True
 
     @property
     def clusterwide(self) -> bool:
         return not self.namespaces
+
+    @property
+    def admission_policy(self) -> AdmissionPolicy:
+        accounts = self.allowed_job_service_accounts
+        if self.job_service_account:
+            accounts = (self.job_service_account, *accounts)
+        return AdmissionPolicy(
+            job_images=tuple(dict.fromkeys((self.job_image, *self.allowed_job_images))),
+            job_service_accounts=tuple(dict.fromkeys(accounts)),
+            model_env_patterns=self.allowed_model_env,
+            prometheus_urls=self.allowed_prometheus_urls,
+            enforced=self.enforce_policy,
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -80,6 +102,16 @@ class OperatorConfig:
         ):
             if (value := get(name)) is not None:
                 updates[attribute] = value
+        for name, attribute in (
+            ("ALLOWED_JOB_IMAGES", "allowed_job_images"),
+            ("ALLOWED_JOB_SERVICE_ACCOUNTS", "allowed_job_service_accounts"),
+            ("ALLOWED_MODEL_ENV", "allowed_model_env"),
+            ("ALLOWED_PROMETHEUS_URLS", "allowed_prometheus_urls"),
+        ):
+            if (value := source.get(ENV_PREFIX + name)) is not None:
+                updates[attribute] = _list(value)
+        if (value := get("ENFORCE_POLICY")) is not None:
+            updates["enforce_policy"] = _bool(ENV_PREFIX + "ENFORCE_POLICY", value)
         if (value := get("JOB_SERVICE_ACCOUNT")) is not None:
             updates["job_service_account"] = value
         if (value := get("RESYNC_SECONDS")) is not None:
@@ -117,6 +149,17 @@ class OperatorConfig:
             value = getattr(args, attribute)
             if value is not None:
                 updates[attribute] = value
+        for attribute in (
+            "allowed_job_images",
+            "allowed_job_service_accounts",
+            "allowed_model_env",
+            "allowed_prometheus_urls",
+        ):
+            values = getattr(args, attribute)
+            if values is not None:
+                updates[attribute] = tuple(dict.fromkeys(v for v in values if v))
+        if args.enforce_policy is not None:
+            updates["enforce_policy"] = args.enforce_policy
         if args.standalone:
             updates["standalone"] = True
         if args.initial_run is not None:
@@ -134,6 +177,9 @@ class OperatorConfig:
             raise ConfigError(f"PVC mount root must be absolute, got {self.pvc_mount_root!r}")
         if not self.job_image:
             raise ConfigError("the default job image must not be empty")
+        for url in self.allowed_prometheus_urls:
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"allowed Prometheus URLs must be http(s)://..., got {url!r}")
         return self
 
 
@@ -165,6 +211,43 @@ def argparser() -> argparse.ArgumentParser:
         default=None,
         help="start one run when a resource is created (default: off)",
     )
+    policy = parser.add_argument_group(
+        "policy",
+        "what a ModelOptimization may ask for (repeatable; the environment "
+        "variables take comma-separated lists)",
+    )
+    policy.add_argument(
+        "--allowed-job-image",
+        dest="allowed_job_images",
+        action="append",
+        help="an image spec.job.image may name; ending in '/': every image under it "
+        "(the default job image is always allowed)",
+    )
+    policy.add_argument(
+        "--allowed-job-service-account",
+        dest="allowed_job_service_accounts",
+        action="append",
+        help="a ServiceAccount spec.job.serviceAccountName may name (besides the default)",
+    )
+    policy.add_argument(
+        "--allowed-model-env",
+        dest="allowed_model_env",
+        action="append",
+        help="a glob of spec.target.modelEnv names (default: *_URI and *_PATH; PATH, "
+        "PYTHON*, LD_* and the like are always refused)",
+    )
+    policy.add_argument(
+        "--allowed-prometheus-url",
+        dest="allowed_prometheus_urls",
+        action="append",
+        help="a URL prefix spec.monitoring.prometheus.url may name (default: none)",
+    )
+    policy.add_argument(
+        "--enforce-policy",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="refuse specs outside the policy (default: on)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -172,6 +255,10 @@ def argparser() -> argparse.ArgumentParser:
 def _namespaces(value: str) -> tuple[str, ...]:
     names = tuple(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))
     return () if names == ("*",) else names
+
+
+def _list(value: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
 
 
 def _int(name: str, value: str) -> int:

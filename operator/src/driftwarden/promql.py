@@ -22,21 +22,41 @@ raises anything else for a bad answer, so a bad query is a condition, never a cr
 Credentials: a bearer token read from a file at every query (projected tokens rotate),
 never logged and never sent on a redirect (redirects are refused: urllib would forward
 the Authorization header to whatever host a redirect names, and turn a POST into a GET).
+
+Bounded, whatever the server does (the URL is the user's; the operator's worker threads
+serve every tenant):
+- each query has an overall deadline (``timeout_seconds``): a watchdog shuts its socket
+  down when it passes, so a server that drips a byte every few seconds - into the headers
+  or the body - frees the thread at the deadline, not when it is done;
+- at most ``MAX_QUERIES_PER_TENANT`` queries run at once per tenant (namespace); one more
+  is refused at once (PrometheusBusy) rather than queued on a thread;
+- nothing of a response body reaches a message (status, events): a message says what
+  failed - the HTTP status, content type and size, Prometheus' errorType - never the
+  server's text, which could be anything the URL points at.
 """
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import math
 import re
+import socket
 import ssl
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
+
+_Conn = TypeVar("_Conn", bound=http.client.HTTPConnection)
 
 QUANTILE_PLACEHOLDER: Final = "{{quantile}}"
 # Spaces inside the braces are accepted too: "{{ quantile }}".
@@ -48,7 +68,12 @@ DEFAULT_TIMEOUT_SECONDS: Final = 5.0
 # An instant query for one sample answers in a few hundred bytes; a megabyte means the
 # query returns far too many series, and the operator should not hold it in memory.
 MAX_RESPONSE_BYTES: Final = 1 << 20
-_MAX_DETAIL: Final = 300  # characters of the server's own error text kept in a message
+# Queries in flight per tenant (namespace): the operator's handler threads are shared.
+MAX_QUERIES_PER_TENANT: Final = 2
+# Prometheus' own error types (its API documentation); anything else is not repeated.
+_ERROR_TYPES: Final = frozenset(
+    {"bad_data", "timeout", "canceled", "execution", "internal", "unavailable", "not_found"}
+)
 
 
 class PrometheusReason(StrEnum):
@@ -58,6 +83,7 @@ class PrometheusReason(StrEnum):
     UNAUTHORIZED = "PrometheusUnauthorized"  # the credentials (401/403, unreadable token)
     QUERY_FAILED = "PrometheusQueryFailed"  # the PromQL: refused, failed, wrong shape
     NO_DATA = "PrometheusNoData"  # no sample, or NaN (no requests in the window)
+    BUSY = "PrometheusBusy"  # the tenant's queries already in flight: tried again next time
 
 
 class PrometheusError(Exception):
@@ -162,28 +188,128 @@ class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
         )
 
 
-def _detail(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 3] + "..."
+def _what_came(status: int, content_type: str, body: bytes) -> str:
+    """A response in words without its content: status, content type and size."""
+    kind = content_type.split(";", 1)[0].strip()[:64] or "no content type"
+    return f"HTTP {status}, {kind}, {len(body)} bytes"
+
+
+class _Deadline:
+    """Shuts down the sockets of one query when its overall deadline passes: a blocked
+    read then returns at once, however slowly the server sends."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            expired = self.expired
+        if expired:
+            _shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shut(sock)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def _watched(base: type[_Conn], deadline: _Deadline) -> type[_Conn]:
+    """`base` whose socket the deadline watches from the moment it connects, so the TLS
+    handshake, the headers and the body are all under it."""
+
+    def create(address: tuple[str, int], *args: Any, **kwargs: Any) -> socket.socket:
+        sock = socket.create_connection(address, *args, **kwargs)
+        deadline.watch(sock)
+        return sock
+
+    class Connection(base):  # type: ignore[valid-type,misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._create_connection = create
+
+    return Connection
+
+
+class _DeadlineHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self.deadline = deadline
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_watched(http.client.HTTPConnection, self.deadline), req)
+
+
+class _DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: _Deadline, context: ssl.SSLContext) -> None:
+        super().__init__(context=context)
+        self.deadline = deadline
+        self.context = context
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        connection = _watched(http.client.HTTPSConnection, self.deadline)
+        return self.do_open(connection, req, context=self.context)
+
+
+class _TenantLimiter:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._in_flight: dict[str, int] = {}
+
+    @contextmanager
+    def slot(self, tenant: str) -> Iterator[None]:
+        with self._lock:
+            if self._in_flight.get(tenant, 0) >= self.limit:
+                raise PrometheusError(
+                    PrometheusReason.BUSY,
+                    f"{self.limit} Prometheus queries of namespace {tenant or '(none)'} are "
+                    "still running (a slow server); this one is tried again at the next "
+                    "evaluation",
+                )
+            self._in_flight[tenant] = self._in_flight.get(tenant, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                left = self._in_flight[tenant] - 1
+                if left:
+                    self._in_flight[tenant] = left
+                else:
+                    del self._in_flight[tenant]
+
+
+_limiter = _TenantLimiter(MAX_QUERIES_PER_TENANT)
 
 
 def _sample(raw: Any, labels: Any) -> Sample:
     # The API sends [<unix time>, "<value>"]; the value is a string so NaN and Inf survive.
     if not (isinstance(raw, list) and len(raw) == 2):
-        raise PrometheusError(
-            PrometheusReason.QUERY_FAILED, f"a sample is not [time, value]: {_detail(str(raw))}"
-        )
+        raise PrometheusError(PrometheusReason.QUERY_FAILED, "a sample is not [time, value]")
     try:
         timestamp, value = float(raw[0]), float(raw[1])
     except (TypeError, ValueError) as error:
         raise PrometheusError(
-            PrometheusReason.QUERY_FAILED,
-            f"a sample has no valid time or value: {_detail(str(raw))}",
+            PrometheusReason.QUERY_FAILED, "a sample has no valid time or value"
         ) from error
     if not isinstance(labels, dict):
-        raise PrometheusError(
-            PrometheusReason.QUERY_FAILED, f"a series has no labels object: {_detail(str(labels))}"
-        )
+        raise PrometheusError(PrometheusReason.QUERY_FAILED, "a series has no labels object")
     names = {str(k): str(v) for k, v in labels.items()}
     return Sample(labels=names, timestamp=timestamp, value=value)
 
@@ -196,10 +322,16 @@ class PrometheusClient:
         _check_url(base_url)
         self.base_url = base_url.rstrip("/")
         self.settings = settings or ClientSettings()
-        handlers: list[urllib.request.BaseHandler] = [_RefuseRedirects()]
-        if self.base_url.startswith("https://"):
-            handlers.append(urllib.request.HTTPSHandler(context=self._tls_context()))
-        self._opener = urllib.request.build_opener(*handlers)
+        self._tls = self._tls_context() if self.base_url.startswith("https://") else None
+
+    def _opener(self, deadline: _Deadline) -> urllib.request.OpenerDirector:
+        handlers: list[urllib.request.BaseHandler] = [
+            _RefuseRedirects(),
+            _DeadlineHTTPHandler(deadline),
+        ]
+        if self._tls is not None:
+            handlers.append(_DeadlineHTTPSHandler(deadline, self._tls))
+        return urllib.request.build_opener(*handlers)
 
     @property
     def display_url(self) -> str:
@@ -251,40 +383,55 @@ class PrometheusClient:
             headers=self._headers(),
             method="POST",
         )
+        late = PrometheusError(
+            PrometheusReason.UNREACHABLE,
+            f"{self.display_url} did not answer within {timeout:g} s",
+        )
+        deadline = _Deadline(timeout)
+        started = time.monotonic()
         try:
-            with self._opener.open(request, timeout=timeout) as response:
+            with self._opener(deadline).open(request, timeout=timeout) as response:
                 status = int(response.status)
+                content_type = str(response.headers.get("Content-Type") or "")
                 body = response.read(MAX_RESPONSE_BYTES + 1)
         except urllib.error.HTTPError as error:
             status = error.code
+            content_type = str(error.headers.get("Content-Type") or "")
             try:
                 body = error.read(MAX_RESPONSE_BYTES + 1)
-            except OSError:
+            except (OSError, http.client.HTTPException):
                 body = b""
             finally:
                 error.close()
         except urllib.error.URLError as error:
+            if deadline.expired:
+                raise late from error
             raise PrometheusError(
                 PrometheusReason.UNREACHABLE, f"{self.display_url}: {_reason_text(error.reason)}"
             ) from error
         except TimeoutError as error:
+            raise late from error
+        except (OSError, ValueError, http.client.HTTPException) as error:
+            # connection reset, bad status line, cut short by the deadline, ...
+            if deadline.expired:
+                raise late from error
             raise PrometheusError(
                 PrometheusReason.UNREACHABLE,
-                f"{self.display_url} did not answer within {timeout:g} s",
+                f"{self.display_url}: the connection failed ({type(error).__name__})",
             ) from error
-        except (OSError, ValueError) as error:  # connection reset, bad status line, ...
-            raise PrometheusError(
-                PrometheusReason.UNREACHABLE, f"{self.display_url}: {_detail(str(error))}"
-            ) from error
+        finally:
+            deadline.cancel()
+        if deadline.expired or time.monotonic() - started > timeout:
+            raise late  # whatever arrived before the deadline cut it is not the answer
         if len(body) > MAX_RESPONSE_BYTES:
             raise PrometheusError(
                 PrometheusReason.QUERY_FAILED,
                 f"the answer is larger than {MAX_RESPONSE_BYTES} bytes: the query returns "
                 "far too many series; aggregate it to one",
             )
-        return self._parse(status, body)
+        return self._parse(status, content_type, body)
 
-    def _parse(self, status: int, body: bytes) -> QueryResult:
+    def _parse(self, status: int, content_type: str, body: bytes) -> QueryResult:
         if status in (401, 403):
             raise PrometheusError(
                 PrometheusReason.UNAUTHORIZED,
@@ -296,19 +443,18 @@ class PrometheusClient:
             payload = None
         if not isinstance(payload, dict) or payload.get("status") not in ("success", "error"):
             # Not the Prometheus API: a proxy's error page, a wrong path, an HTML UI.
-            text = body.decode("utf-8", errors="replace")
             raise PrometheusError(
                 PrometheusReason.UNREACHABLE,
-                f"{self.display_url} did not answer as a Prometheus API (HTTP {status}"
-                + (f": {_detail(text)}" if text.strip() else "")
-                + ")",
+                f"{self.display_url} did not answer as a Prometheus API "
+                f"({_what_came(status, content_type, body)})",
             )
         if payload["status"] == "error":
-            kind = payload.get("errorType") or "error"
+            kind = payload.get("errorType")
+            kind = kind if kind in _ERROR_TYPES else "error"
             raise PrometheusError(
                 PrometheusReason.QUERY_FAILED,
-                f"Prometheus refused the query ({kind}, HTTP {status}): "
-                f"{_detail(str(payload.get('error') or ''))}",
+                f"Prometheus refused the query ({kind}, {_what_came(status, content_type, body)}"
+                "); run it in Prometheus' own UI to see why",
             )
         data = payload.get("data")
         if not isinstance(data, dict):
@@ -322,8 +468,7 @@ class PrometheusClient:
         if result_type == "vector":
             if not isinstance(result, list) or not all(isinstance(i, dict) for i in result):
                 raise PrometheusError(
-                    PrometheusReason.QUERY_FAILED,
-                    f"the answer's vector is not a list of series: {_detail(str(result))}",
+                    PrometheusReason.QUERY_FAILED, "the answer's vector is not a list of series"
                 )
             samples = [_sample(item.get("value"), item.get("metric", {})) for item in result]
             return QueryResult(result_type, samples, warnings)
@@ -347,11 +492,9 @@ class PrometheusClient:
                 "labels) or none was scraped in its window",
             )
         if len(result.samples) > 1:
-            shown = ", ".join(_series(s.labels) for s in result.samples[:3])
             raise PrometheusError(
                 PrometheusReason.QUERY_FAILED,
-                f"the query returned {len(result.samples)} series ({shown}"
-                f"{', ...' if len(result.samples) > 3 else ''}); aggregate them to one, "
+                f"the query returned {len(result.samples)} series; aggregate them to one, "
                 "e.g. sum by (le) (...) inside histogram_quantile",
             )
         value = result.samples[0].value
@@ -380,12 +523,7 @@ def _reason_text(reason: object) -> str:
         return "timed out"
     if isinstance(reason, OSError) and reason.strerror:
         return reason.strerror
-    return _detail(str(reason))
-
-
-def _series(labels: dict[str, str]) -> str:
-    inner = ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    return "{" + inner + "}"
+    return type(reason).__name__
 
 
 def latency_queries(query: str) -> dict[LatencyKey, str]:
@@ -395,12 +533,17 @@ def latency_queries(query: str) -> dict[LatencyKey, str]:
     return {key: _PLACEHOLDER_RE.sub(value, query) for key, value in QUANTILES.items()}
 
 
-def serving_latency(url: str, query: str, settings: ClientSettings | None = None) -> ServingLatency:
+def serving_latency(
+    url: str, query: str, settings: ClientSettings | None = None, *, tenant: str = ""
+) -> ServingLatency:
     """spec.monitoring.prometheus {url, query} -> latency in milliseconds.
 
-    Raises PrometheusError (never another exception for a bad server or a bad query)."""
+    `tenant` (the resource's namespace) shares MAX_QUERIES_PER_TENANT slots with the
+    tenant's other queries. Raises PrometheusError (never another exception for a bad
+    server or a bad query)."""
     client = PrometheusClient(url, settings)
     millis: dict[LatencyKey, float] = {}
-    for key, promql in latency_queries(query).items():
-        millis[key] = round(client.query_value(promql) * 1000.0, 4)
+    with _limiter.slot(tenant):
+        for key, promql in latency_queries(query).items():
+            millis[key] = round(client.query_value(promql) * 1000.0, 4)
     return ServingLatency(p50_ms=millis.get("p50"), p95_ms=millis["p95"], p99_ms=millis.get("p99"))

@@ -10,6 +10,7 @@ result (``CompactResult``, at most 4 KiB) to its termination message and the ful
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Final, Literal
@@ -204,21 +205,38 @@ class BadInputError(Exception):
     """Input the same task would fail on again: exit EXIT_BAD_INPUT, no retry."""
 
 
+# A '..' segment, or an encoded '.', '/' or '\\' that could make one once decoded: refused
+# in any URI (the CRD refuses them too; this is the Job's own check).
+_URI_ESCAPE: Final = re.compile(r"(^|/)[.][.](/|$)|%(2e|2f|5c)", re.IGNORECASE)
+_CLAIM_NAME: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
 def resolve_uri(uri: str, pvc_root: str = PVC_MOUNT_ROOT) -> Path:
     """Map a model or data URI to a local path.
 
     ``file:///abs/path`` is the path itself; ``pvc://claim/sub/path`` is the claim's
-    mount under ``pvc_root``. Other schemes are bad input.
+    mount under ``pvc_root``, and never leaves it: '..' segments and encoded dots or
+    slashes are bad input, and so is a path whose real location (symbolic links
+    followed) is outside the claim. Other schemes are bad input.
     """
     parsed = urlparse(uri)
+    if _URI_ESCAPE.search(parsed.path) or _URI_ESCAPE.search(unquote(parsed.path)):
+        raise BadInputError(
+            f"URI {uri!r} contains a '..' segment or an encoded '.', '/' or '\\': refused"
+        )
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost"):
             raise BadInputError(f"file URI must be file:///absolute/path, got {uri!r}")
         return Path(unquote(parsed.path))
     if parsed.scheme == "pvc":
-        if not parsed.netloc:
+        if not _CLAIM_NAME.match(parsed.netloc):
             raise BadInputError(f"pvc URI must be pvc://<claim>/<path>, got {uri!r}")
-        return Path(pvc_root) / parsed.netloc / unquote(parsed.path).lstrip("/")
+        claim = Path(pvc_root) / parsed.netloc
+        path = claim / unquote(parsed.path).lstrip("/")
+        real_claim, real_path = os.path.realpath(claim), os.path.realpath(path)
+        if os.path.commonpath([real_claim, real_path]) != real_claim:
+            raise BadInputError(f"URI {uri!r} resolves to {real_path}, outside its claim")
+        return path
     raise BadInputError(f"unsupported URI scheme in {uri!r}: use file:/// or pvc://")
 
 

@@ -150,6 +150,33 @@ TOLERATION_SECONDS_NEEDS_NO_EXECUTE = Rule(
     "tolerationSeconds",
     "tolerationSeconds needs effect NoExecute",
 )
+TOLERATION_EQUAL_NEEDS_KEY = Rule(
+    "spec.job.tolerations[*]",
+    "operator",
+    "operator must be Exists when key is empty",
+)
+URI_CONTAINED_RULES = tuple(
+    Rule(
+        path,
+        "",
+        "must not contain '..' path segments or encoded dots, slashes or backslashes "
+        "(%2e, %2f, %5c): a resolved path stays inside its claim or directory",
+    )
+    for path in (
+        "spec.model.uri",
+        "spec.data.reference",
+        "spec.data.current",
+        "spec.data.holdout",
+        "spec.artifacts.uri",
+    )
+)
+NODE_SELECTOR_LABEL_KEYS = Rule(
+    "spec.job.nodeSelector",
+    "",
+    "keys must be label keys: an optional DNS subdomain prefix and '/', then a name of at "
+    "most 63 characters (letters, digits, '-', '_', '.'), starting and ending with a letter "
+    "or digit",
+)
 
 ALL_RULES: tuple[Rule, ...] = (
     STAGE_EXACTLY_ONE,
@@ -173,4 +200,7 @@ ALL_RULES: tuple[Rule, ...] = (
     *QUANTITY_POSITIVE_RULES,
     TOLERATION_EXISTS_WITH_VALUE,
     TOLERATION_SECONDS_NEEDS_NO_EXECUTE,
+    TOLERATION_EQUAL_NEEDS_KEY,
+    *URI_CONTAINED_RULES,
+    NODE_SELECTOR_LABEL_KEYS,
 )

@@ -10,6 +10,7 @@ refused. Unit and e2e tests check the agreement against the CRD and the real api
 
 from __future__ import annotations
 
+import re
 from collections.abc import Hashable
 from datetime import timedelta
 from decimal import Decimal
@@ -46,7 +47,37 @@ QUANTITY_PATTERN = (
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
-CRON_PATTERN = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$"
+
+
+def _cron_field(value: str) -> str:
+    """A cron field: comma-separated *, values or ranges of `value`, each with a /step."""
+    item = rf"(\*|{value}(-{value})?)(/[0-9]{{1,2}})?"
+    return rf"{item}(,{item})*"
+
+
+# Each field in its range (croniter refuses "0 25 * * 0"; so does the CRD).
+CRON_PATTERN = (
+    r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|"
+    + r"\s+".join(
+        _cron_field(value)
+        for value in (
+            r"[0-5]?[0-9]",  # minute
+            r"([01]?[0-9]|2[0-3])",  # hour
+            r"(0?[1-9]|[12][0-9]|3[01])",  # day of month
+            r"(0?[1-9]|1[0-2]|(?i:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec))",  # month
+            r"([0-7]|(?i:sun|mon|tue|wed|thu|fri|sat))",  # day of week
+        )
+    )
+    + ")$"
+)
+# Label syntax (a node selector's keys and values).
+LABEL_KEY_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+# A '..' segment, or an encoded '.', '/' or '\' that could make one once decoded.
+URI_ESCAPE = re.compile(r"(^|/)[.][.](/|$)|%(2e|2f|5c)", re.IGNORECASE)
 PROMETHEUS_URL_PATTERN = r"^https?://\S+$"
 
 MIN_INTERVAL = timedelta(seconds=10)
@@ -98,6 +129,19 @@ def _positive_quantity(value: int | str) -> int | str:
     return value
 
 
+def _contained_uri(value: str) -> str:
+    _require(rules.URI_CONTAINED_RULES[0], URI_ESCAPE.search(value) is None)
+    return value
+
+
+def _label_keys(selector: dict[str, str]) -> dict[str, str]:
+    _require(
+        rules.NODE_SELECTOR_LABEL_KEYS,
+        all(len(k) <= 317 and re.match(LABEL_KEY_PATTERN, k) for k in selector),
+    )
+    return selector
+
+
 def _unique(values: list[_H]) -> list[_H]:
     # x-kubernetes-list-type: set refuses duplicates.
     seen: set[_H] = set()
@@ -108,7 +152,11 @@ def _unique(values: list[_H]) -> list[_H]:
     return values
 
 
-Uri = Annotated[str, StringConstraints(min_length=8, max_length=1024, pattern=URI_PATTERN)]
+Uri = Annotated[
+    str,
+    StringConstraints(min_length=8, max_length=1024, pattern=URI_PATTERN),
+    AfterValidator(_contained_uri),
+]
 DecimalString = Annotated[str, StringConstraints(max_length=24, pattern=DECIMAL_PATTERN)]
 Duration = Annotated[
     str,
@@ -374,6 +422,7 @@ class Toleration(SpecModel):
             rules.TOLERATION_SECONDS_NEEDS_NO_EXECUTE,
             self.toleration_seconds is None or self.effect == "NoExecute",
         )
+        _require(rules.TOLERATION_EQUAL_NEEDS_KEY, bool(self.key) or self.operator == "Exists")
         return self
 
 
@@ -397,7 +446,13 @@ class JobSpec(SpecModel):
     ) = None
     resources: JobResources = Field(default_factory=JobResources)
     node_selector: (
-        Annotated[dict[str, Annotated[str, StringConstraints(max_length=63)]], Field(max_length=32)]
+        Annotated[
+            dict[
+                str, Annotated[str, StringConstraints(max_length=63, pattern=LABEL_VALUE_PATTERN)]
+            ],
+            Field(max_length=32),
+            AfterValidator(_label_keys),
+        ]
         | None
     ) = None
     tolerations: Annotated[list[Toleration], Field(max_length=16)] | None = None

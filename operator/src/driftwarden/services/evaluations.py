@@ -201,7 +201,9 @@ class Evaluations(LoopStep):
         prometheus = self.spec.monitoring.prometheus
         if prometheus is not None:
             try:
-                serving = promql.serving_latency(prometheus.url, prometheus.query)
+                serving = promql.serving_latency(
+                    prometheus.url, prometheus.query, tenant=self.namespace
+                )
             except promql.PrometheusError as error:
                 return None, error
             return (

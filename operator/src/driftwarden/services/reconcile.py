@@ -52,6 +52,7 @@ from driftwarden.crashpoints import crash_point
 from driftwarden.k8s import ApiError, ConflictError
 from driftwarden.policy import run_history
 from driftwarden.runtime import Runtime
+from driftwarden.services import admission_policy
 from driftwarden.services import jobs as job_state
 from driftwarden.services.loop import Hold, Loop, LoopContext
 from driftwarden.services.planning import RunPlan, model_in_use, wanted_run
@@ -218,6 +219,7 @@ class ReconcilePass:
         self.finished: list[tuple[Outcome, float]] = []
         self.spec: ModelOptimizationSpec | None = None
         self.spec_error = ""
+        self.refused: tuple[str, str] | None = None  # (reason, message): the admin's policy
         self.active_job: Json | None = None
         self.blocked: Blocked | None = None
         self.bad_input: tuple[str, str] | None = None  # (reason, message) of a run just recorded
@@ -227,6 +229,9 @@ class ReconcilePass:
 
     def run(self) -> None:
         self._parse_spec()
+        if self.spec is not None:  # refused by the admin's policy: no Job, no target write
+            self.refused = admission_policy.refusal(self.spec, self.rt.config)
+            self.spec = None if self.refused else self.spec
         if self.spec is not None and self.rt.target is not None:
             self.loop = Loop(self._loop_context(self.spec, self.rt.target))
             self.loop.adopt_fix()
@@ -346,7 +351,9 @@ class ReconcilePass:
             if disposition == "Record":
                 meta = job["metadata"]
                 pods = self.kube.list_job_pods(self.namespace, meta["name"], meta["uid"])
-                outcome = job_state.outcome(job, pods)
+                outcome = admission_policy.contain_artifact(
+                    job, job_state.outcome(job, pods), self.name, run_id
+                )
                 crash_point("run-finished-unrecorded")
                 self._record(job, outcome)
             elif self.active_job is None:
@@ -629,7 +636,9 @@ class ReconcilePass:
     def _set_ready(self) -> None:
         current = cond.get_condition(self.status.conditions, ConditionType.READY)
         problem: tuple[str, str] | None = None
-        if self.spec_error:
+        if self.refused is not None:
+            problem = self.refused
+        elif self.spec_error:
             problem = (INVALID_SPEC, f"The operator cannot use this spec: {self.spec_error}")
         elif self.blocked is not None and self.blocked.input_problem:
             problem = (self.blocked.reason, self.blocked.message)

@@ -19,6 +19,7 @@ from driftwarden import k8s
 from driftwarden.api.conditions import Reason
 from driftwarden.k8s import ApiError
 from driftwarden.policy import from_api, ownership
+from driftwarden.policy.admission import POLICY_VIOLATION, model_env_in_use_elsewhere
 from driftwarden.policy.deployment_apply import DeploymentIntent, TargetRef, build_apply
 from driftwarden.services.loop_context import Json, LoopStep
 from driftwarden.services.target import is_stale_write
@@ -68,6 +69,7 @@ class TargetWriter(LoopStep):
                 f"Deployment {deployment['metadata']['name']} has no container "
                 f"{wanted or '(none)'} (spec.target.container)",
             )
+        self._check_model_env(container)
         return deployment, str(container["name"])
 
     def read_named(self, name: str) -> Json | None:
@@ -85,6 +87,24 @@ class TargetWriter(LoopStep):
             from_api.fix_record(self.status, self.ctx.owner.uid, self.ctx.owner.name),
             from_api.resource_values(self.container(deployment, container)),
         )
+
+    def _check_model_env(self, container: Json) -> None:
+        """The model env var must not be one the container sets for another purpose (a
+        value that is not a model location, or one taken from elsewhere): promotion would
+        overwrite it."""
+        assert self.spec.target is not None
+        name = self.spec.target.model_env
+        for env in container.get("env") or []:
+            if env.get("name") != name:
+                continue
+            value = env.get("value")
+            if "valueFrom" in env or model_env_in_use_elsewhere(value, managed_by_us=False):
+                raise TargetUnavailableError(
+                    POLICY_VIOLATION,
+                    f"spec.target.modelEnv: container {container.get('name')} already sets "
+                    f"{name} for another purpose (not a pvc://, file:// or s3:// model "
+                    "location); DriftWarden never overwrites it: name another variable",
+                )
 
     def apply(self, container: str, intent: DeploymentIntent) -> None:
         self.apply_to(from_api.target_ref(self.namespace, self.spec, container), intent)
