@@ -114,6 +114,8 @@ def test_parse_s3_uri_keeps_the_key_inside_its_prefix() -> None:
     ):
         with pytest.raises(BadInputError):
             parse_s3_uri(bad)
+
+
 @pytest.mark.parametrize(
     "uri",
     [

@@ -539,6 +539,8 @@ def test_delete_waits_for_a_pass_of_the_same_resource(metrics: OperatorMetrics) 
         assert target.applied == []
     thread.join(10)
     assert done.is_set() and target.applied
+
+
 @pytest.mark.parametrize(
     ("changes", "field"),
     [

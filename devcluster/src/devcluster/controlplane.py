@@ -583,6 +583,7 @@ class Cluster:
     def create_bucket(self, name: str) -> None:
         """Create a bucket on the cluster's S3 server (start_s3 first)."""
         s3.create_bucket(self.state.path, name)
+
     def start_fault_proxy(self, config: dict[str, object] | None = None) -> FaultProxyControl:
         """Start the fault-injecting proxy (devcluster.faultproxy) in front of the apiserver
         as a component of this cluster, with a serving certificate from the cluster's CA.
