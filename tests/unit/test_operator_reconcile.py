@@ -203,14 +203,14 @@ def conditions(status: Json) -> dict[str, tuple[str, str]]:
     return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
 
 
-def success_message() -> str:
+def success_message(run_id: str = RUN_1) -> str:
     return contract.CompactResult(
         kind="optimize",
-        run_id=RUN_1,
+        run_id=run_id,
         ok=True,
         baseline=contract.ModelMetrics(accuracy=0.9, size_bytes=1000),
         candidate=contract.ModelMetrics(accuracy=0.9, size_bytes=300),
-        artifact_uri=f"file:///srv/runs/{NAME}/{RUN_1}",
+        artifact_uri=f"file:///srv/runs/{NAME}/{run_id}",
         manifest_sha256="cd" * 32,
     ).to_message()
 
@@ -421,7 +421,7 @@ def test_runs_that_fell_out_of_the_history_are_never_recorded_again(
         run_id = names.run_id_for(UID, sequence)
         job = f"{NAME}-optimize-{run_id}"
         assert status["activeRun"]["id"] == run_id, sequence
-        fake.finish(job, 0, success_message())
+        fake.finish(job, 0, success_message(run_id))
         for _ in range(2):
             status = run_pass(fake, metrics)
     assert len(fake.jobs) == 25
