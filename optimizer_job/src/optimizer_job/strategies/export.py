@@ -16,6 +16,7 @@ attention mask, dynamic batch and sequence axes); the rest of this stage stays a
 
 from __future__ import annotations
 
+import copy
 import time
 
 import numpy as np
@@ -60,14 +61,14 @@ def apply(stage: ExportStage, model: nn.Module, ctx: StageContext) -> StageOutco
     if rows is None:
         raise BadInputError("export: needs holdout rows to verify ONNX Runtime against PyTorch")
     started = time.perf_counter()
-    model = model.eval().to("cpu")
+    # A CPU copy: the exporter traces on the CPU; the caller's model stays where it is.
+    model = copy.deepcopy(model).eval().to("cpu")
     signature = onnxmodel.signature_for(list(rows.shape[1:]), rows)
     data = onnxmodel.export(model, signature)
     export_seconds = time.perf_counter() - started
     macs = count_macs(model, rows[:1], torch.device("cpu"))
-    exported = onnxmodel.OnnxModule(
-        data, graph_optimization=stage.graph_optimization, providers=["CPUExecutionProvider"]
-    )
+    # Verified with the execution providers that will serve it (CUDA where the wheel has it).
+    exported = onnxmodel.OnnxModule(data, graph_optimization=stage.graph_optimization)
     deviation = onnxmodel.compare(model, exported, rows)
     ctx.log.info("export: ONNX opset %s, %s", exported.info["opset"], deviation.describe())
     if not deviation.max_abs_diff <= onnxmodel.VERIFY_TOLERANCE:
