@@ -5,6 +5,9 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,10 +20,18 @@ from sklearn.datasets import load_digits
 from torch import Tensor, nn
 
 from optimizer_job import modelio, onnxmodel, training, zoo
-from optimizer_job.contract import BadInputError, ExportStage, PruneStage, RetrainStage, Task
+from optimizer_job.contract import (
+    EXIT_BAD_INPUT,
+    BadInputError,
+    CompactResult,
+    ExportStage,
+    PruneStage,
+    RetrainStage,
+    Task,
+)
 from optimizer_job.dataio import Table
 from optimizer_job.example import make_example
-from optimizer_job.manifest import ManifestError, verify_manifest
+from optimizer_job.manifest import ManifestError, verify_manifest, write_manifest
 from optimizer_job.runner import run_task
 from optimizer_job.strategies import apply_stage
 from optimizer_job.strategies.base import StageContext
@@ -233,3 +244,62 @@ def test_prune_then_export_publishes_an_onnx_model_measured_side_by_side(
     raw["stages"] = [RetrainStage(epochs=1).model_dump()]
     with pytest.raises(BadInputError, match="ONNX model"):
         run_task(Task.model_validate(raw))
+
+
+SKEWED_FACTORY = '''
+import torch
+from torch import nn
+from optimizer_job import zoo
+
+
+class Skewed(nn.Sequential):
+    """zoo.mlp's layers; output 3 is 0.01 higher in the exported graph than in eager torch."""
+
+    def forward(self, x):
+        out = super().forward(x)
+        if torch.compiler.is_exporting():
+            out = out + 0.01 * nn.functional.one_hot(torch.tensor(3), out.shape[1])
+        return out
+
+
+def build(**kwargs):
+    return Skewed(*zoo.mlp(**kwargs).children())
+'''
+
+
+def test_the_job_exits_bad_input_when_ort_does_not_reproduce_pytorch(tmp_path: Path) -> None:
+    example = make_example(tmp_path / "example", logging.getLogger("test"), epochs=2)
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "skewed_models.py").write_text(SKEWED_FACTORY)
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    original = Path(example["out"], "model")
+    (model_dir / modelio.WEIGHTS_NAME).write_bytes((original / modelio.WEIGHTS_NAME).read_bytes())
+    meta = json.loads((original / "model.json").read_text())
+    meta["factory"] = "skewed_models:build"
+    (model_dir / "model.json").write_text(json.dumps(meta))
+    write_manifest(model_dir)
+    raw = json.loads(Path(example["out"], "task-optimize.json").read_text())
+    raw.update(model_uri=model_dir.as_uri(), stages=[ExportStage().model_dump()])
+    task = tmp_path / "task.json"
+    task.write_text(Task.model_validate(raw).model_dump_json())
+    termination = tmp_path / "termination-log"
+    done = subprocess.run(
+        [sys.executable, "-m", "optimizer_job", "--task", str(task)],
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            "PYTHONPATH": str(source),
+            "DRIFTWARDEN_TERMINATION_LOG": str(termination),
+        },
+        timeout=600,
+    )
+    assert done.returncode == EXIT_BAD_INPUT, done.stderr[-3000:]
+    compact = CompactResult.model_validate_json(termination.read_text())
+    assert not compact.ok
+    assert "ONNX Runtime does not reproduce PyTorch: max abs difference 0.01" in compact.reason
+    assert "output 3" in compact.reason and "over the 0.0001 limit" in compact.reason
+    # Nothing was published.
+    assert not any(Path(example["artifacts"].removeprefix("file://")).rglob("MANIFEST"))
