@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # One prepared run for an accelerator machine (issue 4, section 5): the CUDA tests of the
-# prune / distill / quantize stages, then the pruning and quantization benchmarks on the GPU.
+# prune / distill / quantize stages and the export stage (tests/gpu/test_onnx_cuda.py: a
+# GPU-trained model exported and verified; the ORT CUDA execution provider where the
+# installed onnxruntime wheel has it), then the pruning and quantization benchmarks on the GPU.
 # Run from the repository root:
 #
 #     bash bench/gpu_check.sh            # results in $OUT if set, else bench/out/gpu/ (git-ignored)
 #
 # It needs a Python with torch (CUDA), numpy, scikit-learn, safetensors, pyarrow, pytest and
 # pytest-timeout, plus this project's pure-Python needs: pydantic (+ pydantic-core,
-# annotated-types, typing-inspection), torch-pruning and threadpoolctl. The project's .venv is
+# annotated-types, typing-inspection), torch-pruning, threadpoolctl, onnx, onnxscript (+ onnx-ir,
+# ml-dtypes) and onnxruntime. The project's .venv is
 # used when it works; otherwise python3, with wheels from .whl/ (if present) installed into
 # /tmp/site without network. torchao is optional: the quantization bench reports its
 # candidates as unavailable without it. Budget: about 6 minutes on one GPU.
@@ -34,6 +37,8 @@ fi
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
     "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
 'available', torch.cuda.is_available())"
+    "$PY" -c "import onnxruntime as o; print('onnxruntime', o.__version__, \
+'providers', o.get_available_providers())"
     nproc
 } 2>&1 | tee "$OUT/machine.txt"
 

@@ -172,8 +172,8 @@ def serving_pods(devcluster: Cluster, namespace: str, app: str) -> list[dict[str
     return [p for p in found["items"] if not p["metadata"].get("deletionTimestamp")]
 
 
-def served_model(pod: dict[str, Any]) -> str | None:
-    """What the server in a Ready Pod says it serves (its /readyz)."""
+def pod_readyz(pod: dict[str, Any]) -> dict[str, Any] | None:
+    """The /readyz answer of the server in a Ready Pod (None while it is not ready)."""
     ip = pod.get("status", {}).get("podIP")
     ready = any(
         c["type"] == "Ready" and c["status"] == "True"
@@ -183,9 +183,16 @@ def served_model(pod: dict[str, Any]) -> str | None:
         return None
     try:
         with urllib.request.urlopen(f"http://{ip}:8080/readyz", timeout=5) as response:
-            return str(json.load(response)["model"])
+            answer: dict[str, Any] = json.load(response)
+            return answer
     except OSError:
         return None
+
+
+def served_model(pod: dict[str, Any]) -> str | None:
+    """What the server in a Ready Pod says it serves (its /readyz)."""
+    answer = pod_readyz(pod)
+    return None if answer is None else str(answer["model"])
 
 
 def wait_serving(

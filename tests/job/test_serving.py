@@ -15,8 +15,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from optimizer_job import modelio, onnxmodel
 from optimizer_job.dataio import load_table
 from optimizer_job.example import make_example
+from optimizer_job.publish import publish_run_directory
 from optimizer_job.serving import ModelServer, torch_threads
 
 pytestmark = pytest.mark.job
@@ -100,6 +102,7 @@ def test_health_readiness_and_metrics(served: ModelServer, example: dict[str, An
     ready = json.loads(body)
     assert ready["model"] == example["model"]
     assert len(ready["manifest_sha256"]) == 64
+    assert ready["runtime"] == "torch"
     row = [0.0] * 64
     for _ in range(3):
         assert _post(served, json.dumps({"instances": [row, row]}).encode())[0] == 200
@@ -136,3 +139,37 @@ def test_threads_follow_the_cpu_limit() -> None:
     assert torch_threads({"CPU_LIMIT_MILLICORES": "500"}) == 1
     assert torch_threads({"CPU_LIMIT_MILLICORES": "2000"}) == 2
     assert torch_threads({"CPU_LIMIT_MILLICORES": "2500", "SERVING_THREADS": "3"}) == 3
+
+
+def test_an_onnx_model_directory_is_served_by_onnx_runtime_with_the_same_api(
+    served: ModelServer, example: dict[str, Any], tmp_path: Path
+) -> None:
+    torch_model = modelio.load_model(example["model"])
+    holdout = load_table(example["data"]["stable"], "label")
+    rows = np.ascontiguousarray(holdout.X[:64])
+    data = onnxmodel.export(torch_model.module, onnxmodel.signature_for([64], rows))
+    extra = {k: v for k, v in torch_model.meta.items() if k in ("input", "num_classes")}
+    directory = tmp_path / "onnx"
+    publish_run_directory(
+        lambda d: modelio.save_model(
+            onnxmodel.OnnxModule(data), torch_model.factory, torch_model.kwargs, d, extra
+        ),
+        directory,
+    )
+    server, thread = _start(directory.as_uri())
+    try:
+        ready = json.loads(_get(server, "/readyz")[1])
+        assert ready["runtime"] == "onnxruntime"
+        assert ready["parameters"] == sum(p.numel() for p in torch_model.module.parameters())
+        body = json.dumps({"instances": rows.tolist()}).encode()
+        status, answer = _post(server, body)
+        assert status == 200, answer
+        _, from_torch = _post(served, body)
+        assert answer["predictions"] == from_torch["predictions"]
+        np.testing.assert_allclose(answer["probabilities"], from_torch["probabilities"], atol=1e-5)
+        text = _get(server, "/metrics")[1]
+        assert _sample(text, "serving_predictions_total") == 64
+        assert _sample(text, "serving_request_duration_seconds_count") == 1
+    finally:
+        server.close()
+        thread.join(10)

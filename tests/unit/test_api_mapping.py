@@ -26,6 +26,7 @@ CONTRACT: dict[str, type[BaseModel]] = {
     "prune": contract.PruneStage,
     "distill": contract.DistillStage,
     "quantize": contract.QuantizeStage,
+    "export": contract.ExportStage,
 }
 
 
@@ -118,3 +119,18 @@ def test_data_refs() -> None:
     assert refs.features == ["amount", "merchant_risk", "hour", "country_risk", "velocity_1h"]
     assert refs.holdout == "pvc://data/fraud/holdout.parquet"
     assert data_refs(_spec("minimal.yaml")).features is None
+
+
+def test_an_export_stage_maps_with_its_ort_settings() -> None:
+    doc = yaml.safe_load((ROOT / "examples" / "minimal.yaml").read_text())
+    doc["spec"]["pipeline"] = [
+        {"prune": {"amountPercent": 50}},
+        {"export": {"quantize": "static-int8", "graphOptimization": "extended"}},
+    ]
+    stages = to_contract_stages(ModelOptimizationSpec.model_validate(doc["spec"]))
+    assert stages[1] == contract.ExportStage(
+        format="onnx", quantize="static-int8", graph_optimization="extended"
+    )
+    doc["spec"]["pipeline"] = [{"export": {}}]
+    (only,) = to_contract_stages(ModelOptimizationSpec.model_validate(doc["spec"]))
+    assert only == contract.ExportStage()

@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="pipeline stage, repeatable, in order: retrain:epochs=5,dropout=10 | "
         "prune:method=structured,amount=50,fine_tune=3 | distill:method=herding,fraction=50 | "
-        "quantize:mode=int8",
+        "quantize:mode=int8 | export:quantize=dynamic-int8,graph_optimization=all",
     )
     evaluate = commands.add_parser("evaluate", help="metrics and drift of the model in use")
     _common_flags(evaluate)

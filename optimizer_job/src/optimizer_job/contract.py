@@ -82,8 +82,23 @@ class QuantizeStage(_Strict):
     mode: Literal["int8", "fp16", "bf16"] = "int8"
 
 
+class ExportStage(_Strict):
+    """The framework switch: the candidate becomes an ONNX graph served by ONNX Runtime.
+
+    ``quantize`` is ONNX Runtime's int8 quantization of the exported graph (static
+    calibrates activation ranges on reference rows); ``graph_optimization`` is the ORT
+    session's level, applied when the model loads.
+    """
+
+    type: Literal["export"] = "export"
+    format: Literal["onnx"] = "onnx"
+    quantize: Literal["none", "dynamic-int8", "static-int8"] = "none"
+    graph_optimization: Literal["disabled", "basic", "extended", "all"] = "all"
+
+
 Stage = Annotated[
-    RetrainStage | PruneStage | DistillStage | QuantizeStage, Field(discriminator="type")
+    RetrainStage | PruneStage | DistillStage | QuantizeStage | ExportStage,
+    Field(discriminator="type"),
 ]
 
 

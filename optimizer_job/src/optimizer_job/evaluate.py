@@ -4,14 +4,18 @@ Latency is measured per call of the model on a batch taken from the holdout (row
 repeated to fill the batch), after warm-up, with the thread count pinned, under
 ``torch.inference_mode`` and with CUDA synchronised around each call, so a number
 means the same thing on every run and device. Models to compare are measured side by
-side, interleaved, so a busy neighbour slows all of them alike.
+side, interleaved, so a busy neighbour slows all of them alike. An ONNX model
+(``OnnxModule``) is timed by the same code: its forward runs ONNX Runtime with torch's
+pinned thread count.
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import safetensors.torch
@@ -20,7 +24,7 @@ from torch import nn
 
 from optimizer_job.contract import EvaluationSettings, ModelMetrics
 from optimizer_job.dataio import Table
-from optimizer_job.modelio import WEIGHTS_METADATA, model_dtype, state_tensors
+from optimizer_job.modelio import ONNX_MODULE, WEIGHTS_METADATA, model_dtype, state_tensors
 from optimizer_job.training import accuracy
 
 PERCENTILES = (50, 95, 99)
@@ -124,14 +128,27 @@ def latency_samples(
     return samples
 
 
+def _onnx(model: nn.Module) -> Any:
+    """The model as an ``OnnxModule`` when it is one (None otherwise), without importing ORT."""
+    module = sys.modules.get(ONNX_MODULE)
+    return model if module is not None and isinstance(model, module.OnnxModule) else None
+
+
 def serialized_size(model: nn.Module) -> int:
-    """Bytes of the weights file a model directory would hold."""
+    """Bytes of the weights file a model directory would hold (model.onnx for ONNX)."""
+    onnx_model = _onnx(model)
+    if onnx_model is not None:
+        return int(onnx_model.size_bytes)
     tensors, _ = state_tensors(model)
     return len(safetensors.torch.save(tensors, metadata=WEIGHTS_METADATA))
 
 
 def count_parameters(model: nn.Module) -> int:
-    """Trainable-shaped values: parameters, plus weights a quantized layer keeps as buffers."""
+    """Trainable-shaped values: parameters, plus weights a quantized layer keeps as buffers
+    (an ONNX graph's initializers)."""
+    onnx_model = _onnx(model)
+    if onnx_model is not None:
+        return int(onnx_model.parameter_count)
     seen: set[int] = set()
     total = 0
     for layer in model.modules():
@@ -149,7 +166,11 @@ def count_parameters(model: nn.Module) -> int:
 @torch.inference_mode()
 def count_macs(model: nn.Module, sample: np.ndarray, device: torch.device) -> int:
     """Multiply-accumulates of one forward pass on one row, counted by hooks on conv and
-    linear layers (those dominate; activations and norms are left out)."""
+    linear layers (those dominate; activations and norms are left out). An ONNX model
+    reports the count model.json recorded of the torch model it was exported from."""
+    onnx_model = _onnx(model)
+    if onnx_model is not None:
+        return int(onnx_model.macs or 0)
     total = 0
 
     def conv_hook(layer: nn.Module, _inputs: object, output: torch.Tensor) -> None:

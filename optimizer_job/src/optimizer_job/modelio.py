@@ -6,6 +6,9 @@ whose saved tensors have other shapes — so a structurally pruned model (fewer
 channels or neurons) loads back without the pruning library. Weights are safetensors:
 loading a model never unpickles anything.
 
+An ONNX model (``format: onnx``) holds model.onnx instead of weights and loads as an
+``optimizer_job.onnxmodel.OnnxModule`` run by ONNX Runtime.
+
 A quantized model carries a ``quantization`` block in model.json; its tensors are
 written and read back by ``optimizer_job.strategies.quantize`` (``export_state`` and
 ``restore``), imported only when needed.
@@ -25,13 +28,15 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from optimizer_job.contract import BadInputError, resolve_uri
-from optimizer_job.manifest import verify_manifest, write_manifest
+from optimizer_job.manifest import ManifestError, read_manifest, verify_manifest, write_manifest
 
 MODEL_FORMAT = "driftwarden.io/model/v1"
 WEIGHTS_NAME = "model.safetensors"
 META_NAME = "model.json"
 
 QUANTIZE_MODULE = "optimizer_job.strategies.quantize"
+ONNX_MODULE = "optimizer_job.onnxmodel"
+ONNX_FORMAT = "onnx"
 WEIGHTS_METADATA = {"format": "pt"}
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -41,6 +46,10 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 class LoadedModel:
     module: nn.Module
     meta: dict[str, Any]
+
+    @property
+    def is_onnx(self) -> bool:
+        return self.meta.get("format") == ONNX_FORMAT
 
     @property
     def factory(self) -> str:
@@ -118,6 +127,22 @@ def save_model(
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    onnx_module = sys.modules.get(ONNX_MODULE)
+    if onnx_module is not None and isinstance(model, onnx_module.OnnxModule):
+        # An exported model: model.onnx, and the torch model it came from named as its source.
+        onnx_meta = dict(extra_meta or {})
+        onnx_meta["source"] = {"factory": factory, "kwargs": kwargs}
+        if input_shape is not None or feature_names is not None:
+            given = dict(onnx_meta.get("input", {}))
+            if input_shape is not None:
+                given["shape"] = list(input_shape)
+            if feature_names is not None:
+                given["feature_names"] = list(feature_names)
+            onnx_meta["input"] = given
+        if num_classes is not None:
+            onnx_meta["num_classes"] = num_classes
+        onnx_module.save(model, directory, onnx_meta)
+        return write_manifest(directory)
     tensors, quantization = state_tensors(model)
     save_file(tensors, str(directory / WEIGHTS_NAME), metadata=WEIGHTS_METADATA)
     meta: dict[str, Any] = {"format": MODEL_FORMAT}
@@ -181,11 +206,19 @@ def load_model(directory: Path | str, *, verify: bool = True) -> LoadedModel:
     if not directory.is_dir():
         raise BadInputError(f"model directory not found: {directory}")
     if verify:
-        verify_manifest(directory, required=(META_NAME, WEIGHTS_NAME))
+        verify_manifest(directory, required=(META_NAME,))
     try:
         meta = json.loads((directory / META_NAME).read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise BadInputError(f"{directory / META_NAME}: unreadable: {error}") from error
+    if isinstance(meta, dict) and meta.get("format") == ONNX_FORMAT:
+        from optimizer_job import onnxmodel  # lazy: torch-only runs never import onnxruntime
+
+        if verify and onnxmodel.ONNX_NAME not in read_manifest(directory):
+            raise ManifestError(f"{directory}: {onnxmodel.ONNX_NAME} is not listed in MANIFEST")
+        return LoadedModel(module=onnxmodel.load(directory, meta).eval(), meta=meta)
+    if verify and WEIGHTS_NAME not in read_manifest(directory):
+        raise ManifestError(f"{directory}: {WEIGHTS_NAME} is not listed in MANIFEST")
     if not isinstance(meta, dict) or "factory" not in meta:
         raise BadInputError(f"{directory / META_NAME}: needs a 'factory'")
     module = build_model(str(meta["factory"]), dict(meta.get("kwargs", {})))

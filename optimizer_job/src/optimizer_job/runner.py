@@ -329,6 +329,12 @@ def optimize_task(
     if holdout is None or holdout.y is None:
         raise BadInputError("optimize needs a labelled data.holdout to measure the candidate")
     loaded = inputs.loaded
+    if loaded.is_onnx:
+        source = loaded.meta.get("lineage", {}).get("parent")
+        raise BadInputError(
+            "model.uri is an ONNX model: pipeline stages start from a torch model"
+            + (f" (it was exported from {source})" if source else "")
+        )
     train, validation = training_pool(task, inputs, holdout)
     ctx = StageContext(
         device=device,

@@ -3,7 +3,9 @@
 ``python -m optimizer_job.serving`` serves the model directory named by ``$MODEL_URI``
 (``file:///path`` or ``pvc://<claim>/<path>``, the claim mounted under ``$PVC_MOUNT_ROOT``) -
 the environment variable DriftWarden's promotion points at a new model version, which rolls
-the Deployment's Pods. The MANIFEST is checked before the model is used.
+the Deployment's Pods. The MANIFEST is checked before the model is used. A torch model
+directory is run by torch, an ONNX one (``format: onnx``, from the export stage) by ONNX
+Runtime, behind the same API and metrics; /readyz names the ``runtime``.
 
     POST /predict   {"instances": [row, ...]}  ->  {"predictions": [class, ...],
                     "probabilities": [[p, ...], ...], "model": uri}
@@ -113,7 +115,15 @@ class ServedModel:
         self.input_shape = self.loaded.input_shape
         if not self.input_shape:
             raise BadInputError(f"{uri}: model.json has no input shape")
-        self.parameters = sum(p.numel() for p in self.loaded.module.parameters())
+        # The framework that computes: an ONNX model directory (model.onnx, format onnx) is
+        # run by ONNX Runtime with torch's thread count, a torch one by torch.
+        self.runtime = "onnxruntime" if self.loaded.is_onnx else "torch"
+        counted = getattr(self.loaded.module, "parameter_count", None)
+        self.parameters = (
+            int(counted)
+            if counted is not None
+            else sum(p.numel() for p in self.loaded.module.parameters())
+        )
         self._dtype = next(
             (p.dtype for p in self.loaded.module.parameters() if p.is_floating_point()),
             torch.float32,
@@ -203,8 +213,9 @@ class ModelServer:
         self.model = model
         self.loaded.set()
         log.info(
-            "serving %s (%d parameters, MANIFEST sha256 %s) with %d torch thread(s)",
+            "serving %s (%s, %d parameters, MANIFEST sha256 %s) with %d thread(s)",
             self.uri,
+            model.runtime,
             model.parameters,
             model.manifest_sha256[:12],
             self.threads,
@@ -252,6 +263,7 @@ def _handler_for(server: ModelServer) -> type[BaseHTTPRequestHandler]:
                             "model": model.uri,
                             "manifest_sha256": model.manifest_sha256,
                             "parameters": model.parameters,
+                            "runtime": model.runtime,
                             "threads": server.threads,
                         },
                     )

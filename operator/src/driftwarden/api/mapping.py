@@ -22,6 +22,8 @@ def to_contract_stage(stage: PipelineStage) -> contract.Stage:
             return contract.DistillStage(**fields)
         case "quantize":
             return contract.QuantizeStage(**fields)
+        case "export":
+            return contract.ExportStage(**fields)
 
 
 def to_contract_stages(spec: ModelOptimizationSpec) -> list[contract.Stage]:

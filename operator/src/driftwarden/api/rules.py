@@ -35,13 +35,23 @@ class Rule:
 STAGE_EXACTLY_ONE = Rule(
     "spec.pipeline[*]",
     "",
-    "a pipeline stage has exactly one of retrain, prune, distill or quantize",
+    "a pipeline stage has exactly one of retrain, prune, distill, quantize or export",
 )
 QUANTIZE_LAST = Rule(
     "spec.pipeline",
     "",
     "quantize may appear once and must be the last stage: later stages cannot train a "
     "quantized model",
+)
+EXPORT_LAST = Rule(
+    "spec.pipeline",
+    "",
+    "export may appear once and must be the last stage: later stages cannot train an ONNX model",
+)
+QUANTIZE_AND_EXPORT_EXCLUSIVE = Rule(
+    "spec.pipeline",
+    "",
+    "quantize and export do not combine: int8 on ONNX Runtime is export.quantize",
 )
 DISTILL_NEEDS_TRAINING_AFTER = Rule(
     "spec.pipeline",
@@ -52,8 +62,8 @@ DISTILL_NEEDS_TRAINING_AFTER = Rule(
 SPEEDUP_NEEDS_PRUNE_OR_QUANTIZE = Rule(
     "spec",
     "gates.minSpeedupPercent",
-    "gates.minSpeedupPercent needs a prune or quantize stage in the pipeline: retrain and "
-    "distill do not make a model faster",
+    "gates.minSpeedupPercent needs a prune, quantize or export stage in the pipeline: "
+    "retrain and distill do not make a model faster",
 )
 PROMOTION_NEEDS_TARGET = Rule(
     "spec",
@@ -181,6 +191,8 @@ NODE_SELECTOR_LABEL_KEYS = Rule(
 ALL_RULES: tuple[Rule, ...] = (
     STAGE_EXACTLY_ONE,
     QUANTIZE_LAST,
+    EXPORT_LAST,
+    QUANTIZE_AND_EXPORT_EXCLUSIVE,
     DISTILL_NEEDS_TRAINING_AFTER,
     SPEEDUP_NEEDS_PRUNE_OR_QUANTIZE,
     PROMOTION_NEEDS_TARGET,

@@ -85,7 +85,7 @@ MIN_EXPIRES_AFTER = timedelta(seconds=10)
 
 _H = TypeVar("_H", bound=Hashable)
 
-StageType = Literal["retrain", "prune", "distill", "quantize"]
+StageType = Literal["retrain", "prune", "distill", "quantize", "export"]
 
 
 def _require(rule: rules.Rule, ok: bool) -> None:
@@ -252,20 +252,34 @@ class QuantizeSettings(SpecModel):
     mode: Literal["int8", "fp16", "bf16"]
 
 
-StageSettings = RetrainSettings | PruneSettings | DistillSettings | QuantizeSettings
+class ExportSettings(SpecModel):
+    # One value today; shown as the CRD's enum (pydantic writes a lone literal as const).
+    format: Annotated[Literal["onnx"], Field(json_schema_extra={"enum": ["onnx"]})] = "onnx"
+    quantize: Literal["none", "dynamic-int8", "static-int8"] = "none"
+    graph_optimization: Literal["disabled", "basic", "extended", "all"] = "all"
+
+
+StageSettings = (
+    RetrainSettings | PruneSettings | DistillSettings | QuantizeSettings | ExportSettings
+)
 
 
 class PipelineStage(SpecModel):
-    """One stage of a run: exactly one of the four is set."""
+    """One stage of a run: exactly one of the five is set."""
 
     retrain: RetrainSettings | None = None
     prune: PruneSettings | None = None
     distill: DistillSettings | None = None
     quantize: QuantizeSettings | None = None
+    export: ExportSettings | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> PipelineStage:
-        present = [s for s in (self.retrain, self.prune, self.distill, self.quantize) if s]
+        present = [
+            s
+            for s in (self.retrain, self.prune, self.distill, self.quantize, self.export)
+            if s is not None
+        ]
         _require(rules.STAGE_EXACTLY_ONE, len(present) == 1)
         return self
 
@@ -277,11 +291,13 @@ class PipelineStage(SpecModel):
             return "prune"
         if self.distill is not None:
             return "distill"
-        return "quantize"
+        if self.quantize is not None:
+            return "quantize"
+        return "export"
 
     @property
     def settings(self) -> StageSettings:
-        settings = self.retrain or self.prune or self.distill or self.quantize
+        settings = self.retrain or self.prune or self.distill or self.quantize or self.export
         assert settings is not None  # the validator guarantees exactly one
         return settings
 
@@ -290,6 +306,9 @@ def _pipeline_order(stages: list[PipelineStage]) -> list[PipelineStage]:
     types = [stage.type for stage in stages]
     if "quantize" in types:
         _require(rules.QUANTIZE_LAST, types.index("quantize") == len(types) - 1)
+    if "export" in types:
+        _require(rules.EXPORT_LAST, types.index("export") == len(types) - 1)
+    _require(rules.QUANTIZE_AND_EXPORT_EXCLUSIVE, not {"quantize", "export"} <= set(types))
     if "distill" in types:
         last_distill = max(i for i, t in enumerate(types) if t == "distill")
         last_training = max(
@@ -485,7 +504,7 @@ class ModelOptimizationSpec(SpecModel):
         types = {stage.type for stage in self.pipeline}
         _require(
             rules.SPEEDUP_NEEDS_PRUNE_OR_QUANTIZE,
-            self.gates.min_speedup_percent is None or bool(types & {"prune", "quantize"}),
+            self.gates.min_speedup_percent is None or bool(types & {"prune", "quantize", "export"}),
         )
         _require(
             rules.PROMOTION_NEEDS_TARGET,

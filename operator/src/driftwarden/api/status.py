@@ -98,7 +98,7 @@ class ActiveRun(StatusModel):
     reason: Text | None = None
     started_at: Time | None = None
     stage: Annotated[int, Field(ge=0)] | None = None
-    stage_type: Literal["retrain", "prune", "distill", "quantize"] | None = None
+    stage_type: Literal["retrain", "prune", "distill", "quantize", "export"] | None = None
     job_name: Name | None = None
     base_model_uri: Uri | None = None
 

@@ -13,7 +13,7 @@ from torch import nn
 from optimizer_job.contract import Stage
 from optimizer_job.strategies.base import StageContext, StageOutcome
 
-STAGE_TYPES = ("retrain", "prune", "distill", "quantize")
+STAGE_TYPES = ("retrain", "prune", "distill", "quantize", "export")
 
 
 def apply_stage(stage: Stage, model: nn.Module, ctx: StageContext) -> StageOutcome:

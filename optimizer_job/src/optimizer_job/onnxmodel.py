@@ -1,0 +1,377 @@
+"""ONNX models: export from PyTorch, verify against it, quantize with ONNX Runtime, save, load.
+
+A model directory in this format holds ``model.onnx`` and a ``model.json`` whose ``format`` is
+``onnx`` (input names and shapes, opset, the ONNX Runtime and torch versions, the ORT
+quantization and graph optimization level), with the MANIFEST like every other directory.
+
+``OnnxModule`` wraps the ONNX Runtime session in an ``nn.Module`` whose forward takes and
+returns torch tensors, so everything that measures or serves a model - accuracy, the
+interleaved latency timer of ``optimizer_job.evaluate``, prediction drift,
+``optimizer_job.serving`` - runs the ORT model through the same code as a torch model. It
+computes with as many intra-op threads as torch is set to (``torch.set_num_threads``: the
+evaluate Job's pinned count, the serving Pod's CPU limit), one session per thread count.
+
+Export uses PyTorch's current exporter (``torch.onnx.export(..., dynamo=True)``: torch.export
+then onnxscript) with a dynamic batch axis. What the exported graph takes is described by an
+``ExportSignature``; ``signature_for`` builds the one of a model directory's tensor input
+(zoo and factory models). A Hugging Face model (token ids and attention mask, dynamic batch
+and sequence length) plugs in as another signature, nothing else changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import Tensor, nn
+
+from optimizer_job.contract import BadInputError
+
+ONNX_FORMAT: Final = "onnx"
+ONNX_NAME: Final = "model.onnx"
+# The opset the exporter targets; recorded in model.json. Opset 18 is the torch 2.13
+# exporter's default and what ONNX Runtime 1.31 runs fully optimized on CPU.
+EXPORT_OPSET: Final = 18
+# fp32 outputs of ORT and PyTorch on the same rows may differ by rounding only.
+VERIFY_TOLERANCE: Final = 1e-4
+VERIFY_ROWS: Final = 256
+CALIBRATION_ROWS: Final = 256
+ORT_VERSION: Final[str] = str(ort.__version__)
+MAX_ONNX_BYTES: Final = 2**31 - 1  # protobuf's limit for a model held in one file
+
+GraphOptimization = Literal["disabled", "basic", "extended", "all"]
+OrtQuantization = Literal["none", "dynamic-int8", "static-int8"]
+
+_LEVELS: Final = {
+    "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+@dataclass(frozen=True)
+class ExportSignature:
+    """The inputs of an exported graph: names, an example of each, and which axes are dynamic.
+
+    ``dynamic_axes`` maps an input's position to {axis: name}; ``example`` is what the
+    exporter traces with (two rows or more, so the batch axis is not specialised to 1).
+    """
+
+    input_names: list[str]
+    output_names: list[str]
+    example: tuple[Tensor, ...]
+    dynamic_axes: list[dict[int, str]] = field(default_factory=list)
+
+    def dynamic_shapes(self) -> tuple[dict[int, Any], ...]:
+        dims: dict[str, Any] = {}
+        shapes = []
+        for axes in self.dynamic_axes:
+            spec = {}
+            for axis, name in axes.items():
+                dims.setdefault(name, torch.export.Dim(name, min=1, max=1 << 20))
+                spec[axis] = dims[name]
+            shapes.append(spec)
+        return tuple(shapes)
+
+
+def signature_for(sample_shape: Sequence[int], rows: np.ndarray | None = None) -> ExportSignature:
+    """One float32 tensor ``input`` of [batch, *sample_shape] -> ``logits`` [batch, classes]."""
+    if rows is not None and len(rows) >= 2:
+        example = torch.from_numpy(np.ascontiguousarray(rows[:2], dtype=np.float32))
+    else:
+        example = torch.zeros((2, *sample_shape), dtype=torch.float32)
+    return ExportSignature(
+        input_names=["input"],
+        output_names=["logits"],
+        example=(example,),
+        dynamic_axes=[{0: "batch"}],
+    )
+
+
+def export(model: nn.Module, signature: ExportSignature) -> bytes:
+    """The serialized ONNX graph of ``model`` (float32, eval mode, on the CPU)."""
+    model = model.eval().to("cpu")
+    try:
+        program = torch.onnx.export(
+            model,
+            signature.example,
+            dynamo=True,
+            input_names=signature.input_names,
+            output_names=signature.output_names,
+            dynamic_shapes=signature.dynamic_shapes(),
+            opset_version=EXPORT_OPSET,
+            optimize=True,
+            verbose=False,
+        )
+    except Exception as error:
+        # The model's code is the input: an operator or control flow the exporter cannot
+        # capture fails the same way on every retry.
+        raise BadInputError(f"export: torch.onnx.export failed: {_one_line(error)}") from error
+    if program is None:  # only the legacy exporter returns None
+        raise RuntimeError("torch.onnx.export returned no program")
+    data: bytes = program.model_proto.SerializeToString()
+    if len(data) > MAX_ONNX_BYTES:
+        raise BadInputError(f"export: the ONNX graph is {len(data)} bytes, over protobuf's 2 GiB")
+    return data
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text[:300]}"
+
+
+def graph_info(data: bytes) -> dict[str, Any]:
+    """Input and output names and shapes (symbolic axes by name) and the opset of a graph."""
+    proto = onnx.load_model_from_string(data)
+
+    def describe(values: Any) -> list[dict[str, Any]]:
+        described = []
+        for value in values:
+            tensor = value.type.tensor_type
+            shape: list[int | str] = [
+                d.dim_param if d.dim_param else int(d.dim_value) for d in tensor.shape.dim
+            ]
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+            described.append({"name": value.name, "shape": shape, "dtype": dtype})
+        return described
+
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    return {
+        "inputs": describe(proto.graph.input),
+        "outputs": describe(proto.graph.output),
+        "opset": opset,
+        "parameters": int(sum(int(np.prod(t.dims)) for t in proto.graph.initializer)),
+    }
+
+
+class OnnxModule(nn.Module):
+    """An ONNX graph run by ONNX Runtime behind an ``nn.Module`` (first output, float32).
+
+    It has no torch parameters; ``parameter_count`` and ``size_bytes`` describe the graph,
+    ``macs`` is what model.json recorded (counted on the torch model it was exported from).
+    """
+
+    def __init__(
+        self,
+        data: bytes,
+        *,
+        graph_optimization: GraphOptimization = "all",
+        providers: Sequence[str] | None = None,
+        macs: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.data = data
+        self.graph_optimization: GraphOptimization = graph_optimization
+        self.providers = list(providers or default_providers())
+        self.macs = macs
+        self.info = graph_info(data)
+        self._sessions: dict[int, ort.InferenceSession] = {}
+        self._lock = threading.Lock()
+        if len(self.info["inputs"]) != 1:
+            # Several inputs (token ids + attention mask) come with their own signature;
+            # the tensor-in, logits-out forward below takes one.
+            raise BadInputError(
+                f"ONNX model has {len(self.info['inputs'])} inputs; this runner takes one"
+            )
+        self.input_name = str(self.info["inputs"][0]["name"])
+        self.output_name = str(self.info["outputs"][0]["name"])
+
+    def session(self, threads: int | None = None) -> ort.InferenceSession:
+        """The session computing with ``threads`` intra-op threads (torch's count by default)."""
+        threads = max(1, threads or torch.get_num_threads())
+        with self._lock:
+            session = self._sessions.get(threads)
+            if session is None:
+                options = ort.SessionOptions()
+                options.intra_op_num_threads = threads
+                options.inter_op_num_threads = 1
+                options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+                options.graph_optimization_level = _LEVELS[self.graph_optimization]
+                options.log_severity_level = 3
+                try:
+                    session = ort.InferenceSession(self.data, options, providers=self.providers)
+                except Exception as error:  # ORT raises its own types for a graph it refuses
+                    raise BadInputError(
+                        f"ONNX Runtime refused the model: {_one_line(error)}"
+                    ) from error
+                self._sessions[threads] = session
+            return session
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        feed = {self.input_name: np.ascontiguousarray(x, dtype=np.float32)}
+        out: np.ndarray = self.session().run([self.output_name], feed)[0]
+        return out
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.run(x.detach().to("cpu", torch.float32).numpy())
+        return torch.from_numpy(out).to(x.device)
+
+    @property
+    def parameter_count(self) -> int:
+        return int(self.info["parameters"])
+
+    @property
+    def size_bytes(self) -> int:
+        return len(self.data)
+
+    @property
+    def execution_provider(self) -> str:
+        return str(self.session().get_providers()[0])
+
+
+def default_providers() -> list[str]:
+    """CUDA where the installed wheel has it (onnxruntime-gpu on a CUDA node), else the CPU."""
+    available = ort.get_available_providers()
+    chosen = [p for p in ("CUDAExecutionProvider",) if p in available and torch.cuda.is_available()]
+    return [*chosen, "CPUExecutionProvider"]
+
+
+@dataclass(frozen=True)
+class Deviation:
+    max_abs_diff: float
+    row: int
+    output: int
+    rows: int
+
+    def describe(self) -> str:
+        return (
+            f"max abs difference {self.max_abs_diff:.3g} at holdout row {self.row}, "
+            f"output {self.output} ({self.rows} rows compared)"
+        )
+
+
+@torch.inference_mode()
+def compare(model: nn.Module, onnx_model: OnnxModule, rows: np.ndarray) -> Deviation:
+    """The largest |ORT - PyTorch| over ``rows``, run once as one batch and once row by row
+    for the first rows (so the dynamic batch axis is exercised)."""
+    model = model.eval().to("cpu")
+    reference = model(torch.from_numpy(rows)).float().numpy()
+    outputs = onnx_model.run(rows)
+    if outputs.shape != reference.shape:
+        raise BadInputError(
+            f"export: ONNX Runtime output shape {list(outputs.shape)} differs from "
+            f"PyTorch's {list(reference.shape)}"
+        )
+    difference = np.abs(outputs.astype(np.float64) - reference.astype(np.float64))
+    difference = difference.reshape(len(rows), -1)
+    for index in range(min(4, len(rows))):
+        single = onnx_model.run(rows[index : index + 1]).astype(np.float64).reshape(-1)
+        alone = np.abs(single - reference[index].astype(np.float64).reshape(-1))
+        difference[index] = np.maximum(difference[index], alone)
+    # NaN compares as the worst deviation there is.
+    difference = np.where(np.isnan(difference), np.inf, difference)
+    row, output = divmod(int(np.argmax(difference)), difference.shape[1])
+    return Deviation(float(difference[row, output]), row, output, len(rows))
+
+
+@contextlib.contextmanager
+def _workdir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="driftwarden-onnx-") as name:
+        yield Path(name)
+
+
+def quantize(data: bytes, mode: OrtQuantization, calibration: np.ndarray | None) -> bytes:
+    """ONNX Runtime int8 quantization of a float graph.
+
+    dynamic-int8: weights int8 per channel, activations quantized per call (MatMul/Gemm,
+    where it pays on CPU). static-int8: QDQ format, activations uint8 with ranges calibrated
+    on ``calibration`` rows, weights int8 per channel (Conv, MatMul, Gemm).
+    """
+    if mode == "none":
+        return data
+    # Imported here: onnxruntime.quantization pulls in more than serving needs.
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    with _workdir() as work:
+        source, prepared, target = work / "fp32.onnx", work / "prepared.onnx", work / "int8.onnx"
+        source.write_bytes(data)
+        # Shape inference and graph fusions first, as ORT's quantization guide advises.
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
+        if mode == "dynamic-int8":
+            quantize_dynamic(
+                str(prepared),
+                str(target),
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                op_types_to_quantize=["MatMul", "Gemm"],
+            )
+        else:
+            if calibration is None or len(calibration) == 0:
+                raise BadInputError("export.quantize static-int8 needs reference rows to calibrate")
+            name = str(graph_info(data)["inputs"][0]["name"])
+
+            class Calibration(CalibrationDataReader):  # type: ignore[misc]
+                def __init__(self, rows: np.ndarray, batch: int = 16) -> None:
+                    self._batches: Iterator[dict[str, np.ndarray]] = iter(
+                        {name: np.ascontiguousarray(rows[i : i + batch], dtype=np.float32)}
+                        for i in range(0, len(rows), batch)
+                    )
+
+                def get_next(self) -> dict[str, np.ndarray] | None:
+                    return next(self._batches, None)
+
+            quantize_static(
+                str(prepared),
+                str(target),
+                Calibration(calibration),
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                op_types_to_quantize=["Conv", "MatMul", "Gemm"],
+            )
+        return target.read_bytes()
+
+
+def save(module: OnnxModule, directory: Path, meta: dict[str, Any]) -> None:
+    """Write model.onnx and model.json (``meta`` plus what the graph says of itself)."""
+    (directory / ONNX_NAME).write_bytes(module.data)
+    info = module.info
+    block = dict(meta.get("onnx", {}))
+    block.update(
+        {
+            "file": ONNX_NAME,
+            "opset": info["opset"],
+            "inputs": info["inputs"],
+            "outputs": info["outputs"],
+            "graph_optimization": module.graph_optimization,
+            "onnxruntime": ORT_VERSION,
+            "onnx": onnx.__version__,
+            "torch": torch.__version__.split("+")[0],
+        }
+    )
+    full = {**meta, "format": ONNX_FORMAT, "onnx": block, "parameters": module.parameter_count}
+    if module.macs is not None:
+        full["macs"] = module.macs
+    (directory / "model.json").write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
+
+
+def load(directory: Path, meta: dict[str, Any]) -> OnnxModule:
+    block = meta.get("onnx", {})
+    level = str(block.get("graph_optimization", "all"))
+    if level not in _LEVELS:
+        raise BadInputError(f"{directory / 'model.json'}: unknown graph_optimization {level!r}")
+    macs = meta.get("macs")
+    return OnnxModule(
+        (directory / ONNX_NAME).read_bytes(),
+        graph_optimization=level,  # type: ignore[arg-type]
+        macs=None if macs is None else int(macs),
+    )
