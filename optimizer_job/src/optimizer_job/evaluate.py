@@ -4,7 +4,9 @@ Latency is measured per call of the model on a batch taken from the holdout (row
 repeated to fill the batch), after warm-up, with the thread count pinned, under
 ``torch.inference_mode`` and with CUDA synchronised around each call, so a number
 means the same thing on every run and device. Models to compare are measured side by
-side, interleaved, so a busy neighbour slows all of them alike.
+side in many short interleaved rounds (ABBA order for a pair), so a busy neighbour
+slows all of them alike; for a pair, the candidate's speedup at each batch size comes
+with a confidence interval (``optimizer_job.speed``) that the speed gate decides on.
 """
 
 from __future__ import annotations
@@ -12,15 +14,17 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 
 import numpy as np
 import safetensors.torch
 import torch
 from torch import nn
 
-from optimizer_job.contract import EvaluationSettings, ModelMetrics
+from optimizer_job.contract import EvaluationSettings, ModelMetrics, SpeedDecision, SpeedRatio
 from optimizer_job.dataio import Table
 from optimizer_job.modelio import WEIGHTS_METADATA, model_dtype, state_tensors
+from optimizer_job.speed import Decision, abba_first, decide, ratio_interval
 from optimizer_job.training import accuracy
 
 PERCENTILES = (50, 95, 99)
@@ -48,34 +52,105 @@ def measure_side_by_side(
     holdout: Table,
     device: torch.device,
     settings: EvaluationSettings,
-    rounds: int = 5,
 ) -> list[ModelMetrics]:
-    """Metrics of several models, their latencies measured interleaved.
+    """Metrics of several models, their latencies measured interleaved (``_timed_rounds``)."""
+    return _measure(models, holdout, device, settings, None)[0]
 
-    Each batch size's iterations are split into ``rounds``; every round times each
-    model in turn (the order alternating), so load that comes and goes on the machine
-    falls on all of them alike and a comparison of their percentiles is fair.
+
+def measure_pair(
+    baseline: nn.Module,
+    candidate: nn.Module,
+    holdout: Table,
+    device: torch.device,
+    settings: EvaluationSettings,
+    decision: SpeedDecision | None = None,
+) -> tuple[ModelMetrics, ModelMetrics, list[SpeedRatio]]:
+    """Metrics of the model in use and a candidate, and at every batch size how much faster
+    the candidate is, with its confidence interval (``optimizer_job.speed``).
+
+    With a ``decision`` (the speed gate the candidate will face), its batch size is measured
+    in more rounds while the interval straddles the required ratio, up to
+    ``MAX_ROUNDS_FACTOR`` times the first rounds; what is still undecided then is reported
+    as ``inconclusive``.
     """
+    metrics, speed = _measure([baseline, candidate], holdout, device, settings, decision)
+    return metrics[0], metrics[1], speed
+
+
+# A round times a model for about this long: short rounds, many of them, so that load that
+# comes and goes on the machine falls on both models of a pair alike. A round is at least
+# three calls: its time is the median call, so one call that the scheduler interrupts
+# does not count.
+ROUND_TARGET_MS = 5.0
+MIN_CALLS_PER_ROUND = 3
+MAX_CALLS_PER_ROUND = 20
+MIN_ROUNDS = 2 * 10  # ten ABBA blocks at least
+MAX_ROUNDS_FACTOR = 4
+
+
+def calls_per_round(call_ms: float) -> int:
+    """Calls in a round of about ``ROUND_TARGET_MS`` for a model taking ``call_ms`` per call."""
+    if call_ms <= 0:
+        return MAX_CALLS_PER_ROUND
+    return max(MIN_CALLS_PER_ROUND, min(MAX_CALLS_PER_ROUND, int(ROUND_TARGET_MS // call_ms)))
+
+
+def planned_rounds(iterations: int, per_round: int) -> int:
+    """Rounds per model: ``iterations`` calls at least, ``MIN_ROUNDS`` at least, even."""
+    rounds = max(MIN_ROUNDS, -(-iterations // per_round))
+    return rounds + rounds % 2
+
+
+def _measure(
+    models: list[nn.Module],
+    holdout: Table,
+    device: torch.device,
+    settings: EvaluationSettings,
+    decision: SpeedDecision | None,
+) -> tuple[list[ModelMetrics], list[SpeedRatio]]:
     for model in models:
         model.eval().to(device)
     samples: list[dict[int, list[np.ndarray]]] = [{} for _ in models]
+    speed: list[SpeedRatio] = []
     with pinned_threads(settings.threads):
         scores = [
             accuracy(model, holdout, device) if holdout.y is not None else None for model in models
         ]
-        per_round = -(-settings.latency_iterations // max(rounds, 1))
         for batch_size in settings.latency_batch_sizes:
             rows = batch_rows(holdout.X, batch_size)
+            slowest = 0.0
             for model in models:
-                latency_samples(model, rows, device, settings.latency_warmup, 0)
-            for round_index in range(max(rounds, 1)):
-                order = list(range(len(models)))
-                if round_index % 2:
-                    order.reverse()
-                for index in order:
-                    timings = latency_samples(models[index], rows, device, 0, per_round)
-                    samples[index].setdefault(batch_size, []).append(timings)
-    return [
+                warm = latency_samples(model, rows, device, settings.latency_warmup, 3)
+                slowest = max(slowest, float(np.median(warm)))
+            per_round = calls_per_round(slowest)
+            rounds = planned_rounds(settings.latency_iterations, per_round)
+            round_ms: list[list[float]] = [[] for _ in models]
+            _timed_rounds(models, rows, device, per_round, rounds, samples, round_ms, batch_size)
+            if len(models) != 2:
+                continue
+            interval = ratio_interval(np.array(round_ms[0]), np.array(round_ms[1]))
+            verdict: Decision | None = None
+            if decision is not None and decision.batch_size == batch_size:
+                required = float(Decimal(decision.min_ratio))
+                verdict = decide(interval, required)
+                while verdict == "inconclusive" and len(round_ms[0]) < MAX_ROUNDS_FACTOR * rounds:
+                    _timed_rounds(
+                        models, rows, device, per_round, rounds, samples, round_ms, batch_size
+                    )
+                    interval = ratio_interval(np.array(round_ms[0]), np.array(round_ms[1]))
+                    verdict = decide(interval, required)
+            speed.append(
+                SpeedRatio(
+                    batch_size=batch_size,
+                    ratio=round(interval.ratio, 4),
+                    low=round(interval.low, 4),
+                    high=round(interval.high, 4),
+                    rounds=interval.rounds,
+                    confidence=interval.confidence,
+                    decision=verdict,
+                )
+            )
+    metrics = [
         ModelMetrics(
             accuracy=score,
             latency_ms=_percentiles(model_samples),
@@ -86,6 +161,32 @@ def measure_side_by_side(
         )
         for model, score, model_samples in zip(models, scores, samples, strict=True)
     ]
+    return metrics, speed
+
+
+def _timed_rounds(
+    models: list[nn.Module],
+    rows: np.ndarray,
+    device: torch.device,
+    per_round: int,
+    rounds: int,
+    samples: list[dict[int, list[np.ndarray]]],
+    round_ms: list[list[float]],
+    batch_size: int,
+) -> None:
+    """``rounds`` rounds of ``per_round`` timed calls of each model, interleaved: two models
+    in ABBA order (A B B A, B A A B, ...), more in an order that turns around every round.
+    Appends each call's time to ``samples`` and each round's median call to ``round_ms``."""
+    for round_index in range(len(round_ms[0]), len(round_ms[0]) + rounds):
+        order = list(range(len(models)))
+        if len(models) == 2:
+            order = [abba_first(round_index), 1 - abba_first(round_index)]
+        elif round_index % 2:
+            order.reverse()
+        for index in order:
+            timings = latency_samples(models[index], rows, device, 0, per_round)
+            samples[index].setdefault(batch_size, []).append(timings)
+            round_ms[index].append(float(timings.min()))
 
 
 def _percentiles(samples: dict[int, list[np.ndarray]]) -> dict[str, float]:
