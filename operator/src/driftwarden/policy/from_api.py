@@ -93,6 +93,7 @@ def past_runs(status: ModelOptimizationStatus) -> list[PastRun]:
             started_at=run.started_at,
             finished_at=run.finished_at,
             outcome=run.outcome.value,
+            inconclusive=any(gate.inconclusive for gate in run.gates),
         )
         for run in status.runs
         if run.started_at is not None
