@@ -168,7 +168,7 @@ def one_cpu() -> Iterator[int]:
         os.sched_setaffinity(0, before)
 
 
-def test_a_load_burst_during_one_models_rounds_widens_the_interval_and_passes_no_gate(
+def test_a_load_burst_during_one_models_rounds_fools_the_p95_but_passes_no_gate(
     one_cpu: int,
 ) -> None:
     torch.manual_seed(0)
@@ -190,10 +190,11 @@ def test_a_load_burst_during_one_models_rounds_widens_the_interval_and_passes_no
     assert baseline.bursts >= 5
     # The old gate compared p95s: the bursts make the same model look 25 % faster or more.
     assert p95_ratio >= 1.25
-    # The bursts land on some blocks: the interval widens ...
-    assert burst.high - burst.low > quiet.high - quiet.low
-    # ... and its lower bound, what the gate decides on, does not say 25 % faster.
-    assert burst.low < 1.25 and quiet.low < 1.25
+    # The speed ratio times rounds by their fastest call in CPU time: the bursts barely
+    # move it, and its lower bound, what the gate decides on, does not say 25 % faster.
+    # (How the interval widens when a burst does get into rounds: tests/unit/test_job_speed.)
+    assert 0.8 < burst.ratio < 1.25 and burst.low < 1.25
+    assert 0.8 < quiet.ratio < 1.25 and quiet.low < 1.25
 
 
 @pytest.mark.parametrize(("verdict", "factor"), [("inconclusive", 4), ("pass", 1), ("fail", 1)])

@@ -125,7 +125,7 @@ def _measure(
             per_round = calls_per_round(slowest)
             rounds = planned_rounds(settings.latency_iterations, per_round)
             round_ms: list[list[float]] = [[] for _ in models]
-            _timed_rounds(models, rows, device, per_round, rounds, samples, round_ms, batch_size)
+            _timed_rounds(models, rows, device, settings, per_round, rounds, samples, round_ms)
             if len(models) != 2:
                 continue
             interval = ratio_interval(np.array(round_ms[0]), np.array(round_ms[1]))
@@ -135,7 +135,7 @@ def _measure(
                 verdict = decide(interval, required)
                 while verdict == "inconclusive" and len(round_ms[0]) < MAX_ROUNDS_FACTOR * rounds:
                     _timed_rounds(
-                        models, rows, device, per_round, rounds, samples, round_ms, batch_size
+                        models, rows, device, settings, per_round, rounds, samples, round_ms
                     )
                     interval = ratio_interval(np.array(round_ms[0]), np.array(round_ms[1]))
                     verdict = decide(interval, required)
@@ -164,19 +164,36 @@ def _measure(
     return metrics, speed
 
 
+def uses_cpu_clock(device: torch.device, threads: int) -> bool:
+    """Whether a round's time is the calling thread's CPU time rather than wall-clock time.
+
+    On the CPU with one thread, torch computes in the calling thread: its CPU time is what
+    the call costs, and time the scheduler gave to other processes is not in it. On a
+    shared, busy machine wall-clock rounds are inflated by preemption, more often for the
+    longer of two models, which biases the ratio; CPU time is not. With more threads, or on
+    a GPU, the wall clock is the only honest measure.
+    """
+    return device.type == "cpu" and threads == 1
+
+
 def _timed_rounds(
     models: list[nn.Module],
     rows: np.ndarray,
     device: torch.device,
+    settings: EvaluationSettings,
     per_round: int,
     rounds: int,
     samples: list[dict[int, list[np.ndarray]]],
     round_ms: list[list[float]],
-    batch_size: int,
 ) -> None:
     """``rounds`` rounds of ``per_round`` timed calls of each model, interleaved: two models
     in ABBA order (A B B A, B A A B, ...), more in an order that turns around every round.
-    Appends each call's time to ``samples`` and each round's median call to ``round_ms``."""
+    Appends each call's wall-clock time to ``samples`` (the latency percentiles) and each
+    round's fastest call to ``round_ms`` (the speed ratio; CPU time where
+    ``uses_cpu_clock``), so that a call the scheduler interrupted does not count."""
+    batch_size = len(rows)
+    cpu_clock = uses_cpu_clock(device, settings.threads)
+    batches = [torch.from_numpy(rows).to(device=device, dtype=model_dtype(m)) for m in models]
     for round_index in range(len(round_ms[0]), len(round_ms[0]) + rounds):
         order = list(range(len(models)))
         if len(models) == 2:
@@ -184,9 +201,9 @@ def _timed_rounds(
         elif round_index % 2:
             order.reverse()
         for index in order:
-            timings = latency_samples(models[index], rows, device, 0, per_round)
-            samples[index].setdefault(batch_size, []).append(timings)
-            round_ms[index].append(float(timings.min()))
+            wall, cpu = timed_calls(models[index], batches[index], device, per_round)
+            samples[index].setdefault(batch_size, []).append(wall)
+            round_ms[index].append(float((cpu if cpu_clock else wall).min()))
 
 
 def _percentiles(samples: dict[int, list[np.ndarray]]) -> dict[str, float]:
@@ -210,19 +227,29 @@ def latency_samples(
 ) -> np.ndarray:
     """Milliseconds of each of ``iterations`` calls on ``rows``, after ``warmup`` calls."""
     batch = torch.from_numpy(rows).to(device=device, dtype=model_dtype(model))
-    sync = device.type == "cuda"
     for _ in range(warmup):
         model(batch)
-    samples = np.empty(iterations, dtype=np.float64)
+    return timed_calls(model, batch, device, iterations)[0]
+
+
+@torch.inference_mode()
+def timed_calls(
+    model: nn.Module, batch: torch.Tensor, device: torch.device, iterations: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Wall-clock and this thread's CPU milliseconds of each of ``iterations`` calls."""
+    sync = device.type == "cuda"
+    wall = np.empty(iterations, dtype=np.float64)
+    cpu = np.empty(iterations, dtype=np.float64)
     for index in range(iterations):
         if sync:
             torch.cuda.synchronize(device)
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.thread_time()
         model(batch)
         if sync:
             torch.cuda.synchronize(device)
-        samples[index] = (time.perf_counter() - start) * 1000.0
-    return samples
+        wall[index] = (time.perf_counter() - start) * 1000.0
+        cpu[index] = (time.thread_time() - start_cpu) * 1000.0
+    return wall, cpu
 
 
 def serialized_size(model: nn.Module) -> int:
