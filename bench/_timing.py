@@ -1,9 +1,14 @@
 """Side-by-side latency of several models: interleaved rounds, medians and spread.
 
-Each round times every model once (a few calls each), rotating which model goes first,
-so that load from other work on a shared machine falls on all models alike. The result
-per model is the median over rounds of the mean call time, with the quartiles and the
-extremes as its spread.
+``interleaved_latency``: each round times every model once (a few calls each), rotating
+which model goes first, so that load from other work on a shared machine falls on all
+models alike. The result per model is the median over rounds of the mean call time, with
+the quartiles and the extremes as its spread.
+
+``speed_ratio``: how much faster a candidate is than a baseline, timed the way the Job
+times the pair the speed gate decides on (``optimizer_job.evaluate.measure_pair``): short
+rounds in ABBA order, each round's fastest call (CPU time at one CPU thread), the median of
+paired block ratios and its 95 % bootstrap interval (``optimizer_job.speed``).
 """
 
 from __future__ import annotations
@@ -16,7 +21,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+
+from optimizer_job.speed import RatioInterval, abba_first, ratio_interval
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,40 @@ def interleaved_latency(
                 _sync(device)
                 samples[name].append((time.perf_counter() - start) / calls_per_round * 1e3)
     return {name: _summary(values) for name, values in samples.items()}
+
+
+def speed_ratio(
+    baseline: Callable[[], object],
+    candidate: Callable[[], object],
+    device: torch.device,
+    rounds: int = 40,
+    calls_per_round: int = 3,
+    warmup: int = 5,
+) -> RatioInterval:
+    """Baseline time / candidate time with its 95 % interval (above 1: candidate faster).
+
+    A round's time is its fastest call, in this thread's CPU time on the CPU at one thread
+    (as ``optimizer_job.evaluate.uses_cpu_clock``), else in wall-clock time."""
+    cpu_clock = device.type == "cpu" and torch.get_num_threads() == 1
+    clock = time.thread_time if cpu_clock else time.perf_counter
+    calls = (baseline, candidate)
+    times: tuple[list[float], list[float]] = ([], [])
+    with torch.inference_mode():
+        for call in calls:
+            for _ in range(warmup):
+                call()
+        for round_index in range(rounds + rounds % 2):
+            first = abba_first(round_index)
+            for index in (first, 1 - first):
+                fastest = float("inf")
+                for _ in range(calls_per_round):
+                    _sync(device)
+                    start = clock()
+                    calls[index]()
+                    _sync(device)
+                    fastest = min(fastest, clock() - start)
+                times[index].append(fastest * 1e3)
+    return ratio_interval(np.array(times[0]), np.array(times[1]))
 
 
 def _summary(values: list[float]) -> Latency:

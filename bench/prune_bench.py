@@ -29,7 +29,7 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 from torch.nn import functional
 
-from _timing import interleaved_latency, load_average, machine
+from _timing import interleaved_latency, load_average, machine, speed_ratio
 from optimizer_job import training, zoo
 from optimizer_job.contract import PruneStage
 from optimizer_job.dataio import Table
@@ -153,12 +153,18 @@ def main() -> None:
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
     latency: dict[int, dict[str, Any]] = {}
+    pairs: dict[int, dict[str, Any]] = {}
     for batch in (32, 1):
         x = torch.from_numpy(holdout.X[:batch]).to(device)
         calls = {name: (lambda m=model, x=x: m(x)) for name, model in timed.items()}
         latency[batch] = interleaved_latency(
             calls, device, rounds=args.rounds, calls_per_round=5 if batch == 32 else 40
         )
+        # The speedup as the Job's speed gate measures it: paired ABBA rounds against dense.
+        pairs[batch] = {
+            name: speed_ratio(calls["dense"], calls[name], device, rounds=40)
+            for name in ("structured", "unstructured")
+        }
     torch.set_num_threads(previous_threads)
 
     dense = rows["dense"]
@@ -194,6 +200,14 @@ def main() -> None:
             f"| {name} | {100 * row['accuracy']:.2f} % | {delta:+.2f} | {delta_control:+.2f} | "
             f"{row['macs'] / 1e6:.1f} | "
             f"{macs_ratio:.2f}x | {row['params']} | {timing} |"
+        )
+    for name in ("structured", "unstructured"):
+        b32, b1 = pairs[32][name], pairs[1][name]
+        print(
+            f"paired ABBA ratio dense/{name}: batch 32 {b32.ratio:.2f}x "
+            f"[{b32.low:.2f}–{b32.high:.2f}], batch 1 {b1.ratio:.2f}x [{b1.low:.2f}–{b1.high:.2f}]"
+            f", MACs ratio (the result's count) {dense['macs'] / rows[name]['macs']:.2f}x, "
+            f"stage notes' macs_ratio {notes[name].get('macs_ratio')}"
         )
     print(f"sparsity of unstructured: {notes['unstructured'].get('sparsity')}")
     print(f"total {time.perf_counter() - started:.0f} s")

@@ -33,7 +33,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import nn
 
-from _timing import interleaved_latency, load_average, machine
+from _timing import interleaved_latency, load_average, machine, speed_ratio
 from optimizer_job import modelio, training, zoo
 from optimizer_job.dataio import Table
 from optimizer_job.strategies import quantize
@@ -141,6 +141,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads while timing")
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--pair-rounds", type=int, default=60, help="ABBA rounds per pair")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--compile", action="store_true", help="add torchao + torch.compile")
     parser.add_argument("--features", type=int, default=512, help="input width of the MLP")
@@ -186,12 +187,18 @@ def main() -> None:
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
     latency = {}
+    ratios: dict[int, dict[str, Any]] = {}
     for batch in (32, 1):
         x = torch.from_numpy(holdout.X[:batch]).to(device)
         calls = {name: (lambda m=model, x=x: m(x)) for name, (model, _) in built.items()}
         latency[batch] = interleaved_latency(
             calls, device, rounds=args.rounds, calls_per_round=20 if batch == 32 else 100
         )
+        # The speedup as the Job's speed gate measures it: paired ABBA rounds against fp32.
+        ratios[batch] = {
+            name: speed_ratio(calls["fp32"], call, device, rounds=args.pair_rounds)
+            for name, call in calls.items()
+        }
     torch.set_num_threads(previous_threads)
 
     print(f"machine: {machine()}; load average at end {load_average()}")
@@ -202,15 +209,16 @@ def main() -> None:
     )
     print(
         "| candidate | holdout acc | Δ acc (points) | weights bytes | smaller | "
-        "b32 latency ms (median, IQR) | b32 speedup | b1 median ms | b1 speedup |"
+        "b32 latency ms (median, IQR) | b32 speedup [95 % CI] | b1 median ms | "
+        "b1 speedup [95 % CI] |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     fp32_size = built["fp32"][1]
     rows = {}
     for name, (_, size) in built.items():
         b32, b1 = latency[32][name], latency[1][name]
-        speed32 = latency[32]["fp32"].median_ms / b32.median_ms
-        speed1 = latency[1]["fp32"].median_ms / b1.median_ms
+        r32, r1 = ratios[32][name], ratios[1][name]
+        speed32, speed1 = r32.ratio, r1.ratio
         delta = 100 * (accuracy[name] - accuracy["fp32"])
         rows[name] = {
             "accuracy": accuracy[name],
@@ -219,11 +227,14 @@ def main() -> None:
             "latency_b1": b1.__dict__,
             "speedup_b32": speed32,
             "speedup_b1": speed1,
+            "speedup_b32_interval": [r32.low, r32.high, r32.rounds],
+            "speedup_b1_interval": [r1.low, r1.high, r1.rounds],
         }
         print(
             f"| {name} | {100 * accuracy[name]:.2f} % | {delta:+.2f} | {size} | "
             f"{fp32_size / size:.2f}x | {b32.median_ms:.3f} ({b32.p25_ms:.3f}–{b32.p75_ms:.3f}) | "
-            f"{speed32:.2f}x | {b1.median_ms:.3f} | {speed1:.2f}x |"
+            f"{speed32:.2f}x [{r32.low:.2f}–{r32.high:.2f}] | {b1.median_ms:.3f} | "
+            f"{speed1:.2f}x [{r1.low:.2f}–{r1.high:.2f}] |"
         )
     print(f"total {time.perf_counter() - started:.0f} s")
     if args.json:

@@ -125,8 +125,12 @@ spec:
     (record,) = promoted["runs"]
     assert record["outcome"] == "Promoted"
     assert record["candidate"]["accuracyPercent"] > record["baseline"]["accuracyPercent"]
-    (gate,) = record["gates"]
-    assert gate["name"] == "AccuracyDrop" and gate["passed"] is True
+    gates = {g["name"]: g for g in record["gates"]}
+    assert set(gates) == {"AccuracyDrop", "MaxSlowdown"}, record["gates"]
+    assert gates["AccuracyDrop"]["passed"] is True
+    # A drift run is judged on accuracy; speed only must not fall by more than 10 %.
+    assert gates["MaxSlowdown"]["passed"] is True and gates["MaxSlowdown"]["limit"] == 10
+    assert "started by Drift: it is judged on accuracy" in gates["MaxSlowdown"]["message"]
     new_model = record["artifactUri"]
     assert new_model.startswith(f"file://{artifacts}/{NAME}/")
     assert promoted["promoted"]["current"] == new_model

@@ -103,8 +103,14 @@ def test_a_candidate_that_fails_a_gate_is_not_promoted_and_the_reason_is_visible
     assert run["trigger"] == "Manual" and run["outcome"] == "Rejected"
     speed = {g["name"]: g for g in run["gates"]}["Speedup"]
     assert speed["passed"] is False and speed["limit"] == 1000
-    assert speed["message"].startswith("Gate Speedup failed: p95 at batch 32 went from ")
-    assert "less than the required +1000%" in speed["message"]
+    assert speed["message"].startswith(
+        "Gate Speedup failed (applies because the run was started by Manual and "
+        "gates.minSpeedupPercent is set): at batch 32 the candidate is "
+    )
+    assert "even its upper bound is under the required 11.00x (+1000%)" in speed["message"]
+    assert speed["batchSize"] == 32 and speed["low"] <= speed["high"] < 11
+    assert speed["rounds"] >= 20
+    assert [s["batchSize"] for s in run["speed"]] == [1, 32]  # every measured batch size
     promoted = condition(status, "Promoted")
     assert promoted["status"] == "False" and promoted["reason"] == "PromotionRejected"
     assert speed["message"] in promoted["message"]

@@ -16,8 +16,9 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from optimizer_job import modelio, training, zoo
-from optimizer_job.contract import PruneStage, QuantizeStage
+from optimizer_job.contract import EvaluationSettings, PruneStage, QuantizeStage
 from optimizer_job.dataio import Table
+from optimizer_job.evaluate import measure
 from optimizer_job.strategies import apply_stage, prune
 from optimizer_job.strategies._layers import final_layer
 from optimizer_job.strategies.base import StageContext
@@ -96,6 +97,12 @@ def test_structured_pruning_removes_channels_and_the_model_still_predicts(
     head = list(pruned.modules())[-1]
     assert isinstance(head, nn.Linear) and head.out_features == 10  # classifier kept whole
     assert holdout_accuracy(pruned, ctx) > 0.8  # chance is 0.1
+    # One MACs count: the notes' numbers are the ones the run's result reports.
+    assert ctx.holdout is not None
+    settings = EvaluationSettings(latency_batch_sizes=[1], latency_iterations=5)
+    assert measure(trained, ctx.holdout, CPU, settings).macs == macs_before
+    assert measure(pruned, ctx.holdout, CPU, settings).macs == macs_after
+    assert outcome.notes["macs_ratio"] == round(macs_before / macs_after, 3)
 
 
 @pytest.mark.parametrize("importance", ["l1", "taylor", "random"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 from collections.abc import Iterator
@@ -169,3 +170,31 @@ def test_a_quantized_model_is_not_quantized_or_pruned_again(
     quantized = apply_stage(QuantizeStage(mode="bf16"), copy.deepcopy(trained), ctx).model
     with pytest.raises(BadInputError, match=r"already quantized \(bf16\)"):
         apply_stage(second, quantized, ctx)
+
+
+class _ThreadProbe(nn.Module):
+    """Records the intra-op thread count each call runs with."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[int] = set()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.add(torch.get_num_threads())
+        return x
+
+
+def test_the_quick_speed_check_runs_with_the_evaluations_thread_count(
+    ctx: StageContext, trained: nn.Module
+) -> None:
+    model = nn.Sequential(copy.deepcopy(trained), _ThreadProbe())
+    torch.set_num_threads(2)  # the Job's default; evaluation measures with ctx.threads
+    try:
+        outcome = apply_stage(
+            QuantizeStage(mode="int8"), model, dataclasses.replace(ctx, threads=1)
+        )
+    finally:
+        torch.set_num_threads(1)
+    probes = [m for m in (model, outcome.model) for m in m.modules() if isinstance(m, _ThreadProbe)]
+    assert {n for probe in probes for n in probe.seen} == {1}
+    assert outcome.notes["quick_check_threads"] == 1

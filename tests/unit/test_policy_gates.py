@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from driftwarden.policy.gates import GateSettings, evaluate_gates, speedup_percent
-from optimizer_job.contract import ModelMetrics
+from driftwarden.policy.gates import GateSettings, evaluate_gates, speed_gate
+from optimizer_job.contract import ModelMetrics, SpeedDecision, SpeedRatio
 
 pytestmark = pytest.mark.unit
 
@@ -53,26 +53,106 @@ def test_min_accuracy() -> None:
     )
 
 
-def test_speedup_at_the_configured_batch() -> None:
-    settings = GateSettings(max_accuracy_drop_percent=None, min_speedup_percent=50)
-    fast = evaluate_gates(settings, BASE, cand(latency_ms={"b32_p95": 8.0}))  # exactly 1.5x
-    assert fast.passed and fast.results[0].value == pytest.approx(50.0)
-    slow = evaluate_gates(settings, BASE, cand(latency_ms={"b32_p95": 9.0}))
-    assert not slow.passed
-    assert slow.message == (
-        "Gate Speedup failed: p95 at batch 32 went from 12.000 ms to 9.000 ms "
-        "(1.33x, +33.3%), less than the required +50%."
+def ratio(batch: int, value: float, low: float, high: float, rounds: int = 40) -> SpeedRatio:
+    return SpeedRatio(batch_size=batch, ratio=value, low=low, high=high, rounds=rounds)
+
+
+SPEEDUP_50 = GateSettings(max_accuracy_drop_percent=None, min_speedup_percent=50)
+
+
+def test_speedup_decides_on_the_lower_bound_of_the_interval() -> None:
+    exactly = evaluate_gates(SPEEDUP_50, BASE, cand(), [ratio(32, 1.6, 1.5, 1.7)], "Latency")
+    assert exactly.passed and exactly.results[0].value == pytest.approx(50.0)
+    (result,) = exactly.results
+    assert (result.batch_size, result.low, result.high, result.rounds) == (32, 1.5, 1.7, 40)
+    assert result.message == (
+        "Gate Speedup passed (applies because the run was started by Latency: it must make "
+        "the model faster): at batch 32 the candidate is 1.60x as fast (95% interval "
+        "1.50-1.70x, 40 rounds); its lower bound meets the required 1.50x (+50%)."
     )
+    # A point estimate far above the limit does not pass when the interval reaches under it.
+    noisy = evaluate_gates(SPEEDUP_50, BASE, cand(), [ratio(32, 2.5, 1.2, 3.9)], "Latency")
+    assert not noisy.passed and noisy.inconclusive
+    assert "Gate Speedup inconclusive (InconclusiveLatency" in noisy.message
+    slow = evaluate_gates(SPEEDUP_50, BASE, cand(), [ratio(32, 1.3, 1.25, 1.4)], "Latency")
+    assert not slow.passed and not slow.inconclusive
+    assert "even its upper bound is under the required 1.50x (+50%)" in slow.message
+
+
+def test_the_speed_gate_protects_its_batch_size_and_reports_the_others() -> None:
     batch1 = GateSettings(max_accuracy_drop_percent=None, min_speedup_percent=50, latency_batch=1)
-    one = evaluate_gates(batch1, BASE, cand(latency_ms={"b1_p95": 0.5, "b32_p95": 12.0}))
-    assert one.passed and "batch 1" in one.results[0].message
+    speed = [ratio(1, 0.63, 0.6, 0.66), ratio(32, 2.1, 2.0, 2.2)]
+    verdict = evaluate_gates(batch1, BASE, cand(), speed, "Latency")
+    assert not verdict.passed and verdict.results[0].batch_size == 1
+    assert "at batch 1 the candidate is 0.63x" in verdict.message
+    assert "Other batch sizes: b32 2.10x (2.00-2.20)." in verdict.message
+    at32 = evaluate_gates(SPEEDUP_50, BASE, cand(), speed, "Latency")
+    assert at32.passed and "Other batch sizes: b1 0.63x (0.60-0.66)." in at32.message
 
 
-def test_a_slower_candidate_shows_a_negative_speedup() -> None:
-    assert speedup_percent(10.0, 12.5) == Decimal("-20.0")
-    settings = GateSettings(max_accuracy_drop_percent=None, min_speedup_percent=1)
-    verdict = evaluate_gates(settings, BASE, cand(latency_ms={"b32_p95": 15.0}))
-    assert not verdict.passed and "-20.0%" in verdict.message
+def test_a_missing_interval_fails_the_speed_gate() -> None:
+    verdict = evaluate_gates(SPEEDUP_50, BASE, cand(), [ratio(1, 2.0, 1.9, 2.1)], "Latency")
+    assert not verdict.passed and not verdict.inconclusive
+    assert "measured no speed ratio interval at batch 32" in verdict.message
+
+
+@pytest.mark.parametrize(
+    ("trigger", "name"),
+    [
+        ("Latency", "Speedup"),
+        ("Manual", "Speedup"),
+        ("Schedule", "Speedup"),
+        (None, "Speedup"),
+        ("Drift", "MaxSlowdown"),
+        ("Accuracy", "MaxSlowdown"),
+    ],
+)
+def test_the_speed_gate_follows_the_runs_purpose(trigger: str | None, name: str) -> None:
+    settings = GateSettings(min_speedup_percent=25, max_slowdown_percent=10)
+    gate = speed_gate(settings, trigger)
+    assert gate is not None and gate.name == name
+    assert f"started by {trigger or 'hand'}" in gate.why
+
+
+def test_without_a_speedup_every_run_gets_the_slowdown_tolerance() -> None:
+    settings = GateSettings(max_slowdown_percent=10)
+    for trigger in ("Latency", "Drift", "Manual"):
+        gate = speed_gate(settings, trigger)
+        assert gate is not None and gate.name == "MaxSlowdown"
+    assert speed_gate(GateSettings(), "Drift") is None
+
+
+def test_required_ratios_and_what_the_job_is_told() -> None:
+    speedup = speed_gate(GateSettings(min_speedup_percent=25, latency_batch=64), "Latency")
+    slowdown = speed_gate(GateSettings(max_slowdown_percent=10, latency_batch=64), "Drift")
+    assert speedup is not None and slowdown is not None
+    assert speedup.required_ratio == Decimal("1.2500")
+    assert slowdown.required_ratio == Decimal("0.9091")  # 1 / 1.1
+    assert speedup.decision() == SpeedDecision(batch_size=64, min_ratio="1.2500")
+    assert slowdown.decision() == SpeedDecision(batch_size=64, min_ratio="0.9091")
+
+
+def test_a_drift_run_is_not_rejected_for_being_about_as_fast() -> None:
+    # The demo's drift run: accuracy restored, p95 11.2 -> 11.8 ms (0.95x). A speedup gate
+    # rejected it; the drift run's gate is the slowdown tolerance.
+    settings = GateSettings(
+        max_accuracy_drop_percent=2,
+        min_speedup_percent=25,
+        max_slowdown_percent=10,
+        latency_batch=64,
+    )
+    retrained = cand(accuracy=0.97)
+    speed = [ratio(64, 0.95, 0.93, 0.97)]
+    drift = evaluate_gates(settings, BASE, retrained, speed, "Drift")
+    assert drift.passed
+    (_, slowdown) = drift.results
+    assert slowdown.name == "MaxSlowdown" and slowdown.value == pytest.approx(7.53)
+    assert "judged on accuracy and may not make the model much slower" in slowdown.message
+    assert "meets the required 0.91x (-10%)" in slowdown.message
+    latency = evaluate_gates(settings, BASE, retrained, speed, "Latency")
+    assert not latency.passed and latency.failed[0].name == "Speedup"
+    much_slower = evaluate_gates(settings, BASE, retrained, [ratio(64, 0.8, 0.75, 0.85)], "Drift")
+    assert not much_slower.passed and "Gate MaxSlowdown failed" in much_slower.message
 
 
 def test_size_gate() -> None:
@@ -88,7 +168,7 @@ def test_missing_measurements_fail_their_gate() -> None:
     settings = GateSettings(
         max_accuracy_drop_percent=1, min_speedup_percent=10, max_size_bytes=Decimal(10**9)
     )
-    verdict = evaluate_gates(settings, BASE, ModelMetrics())
+    verdict = evaluate_gates(settings, BASE, ModelMetrics(), trigger="Latency")
     assert [r.name for r in verdict.failed] == ["AccuracyDrop", "Speedup", "Size"]
     assert "accuracy of the candidate was not measured" in verdict.message
     no_baseline = evaluate_gates(GateSettings(), None, cand())
@@ -99,7 +179,9 @@ def test_all_failing_gates_are_named_and_passing_ones_are_not_in_the_rejection()
     settings = GateSettings(
         max_accuracy_drop_percent=1, min_speedup_percent=50, max_size_bytes=Decimal(10**9)
     )
-    verdict = evaluate_gates(settings, BASE, cand(accuracy=0.90, latency_ms={"b32_p95": 11.0}))
+    verdict = evaluate_gates(
+        settings, BASE, cand(accuracy=0.90), [ratio(32, 1.1, 1.0, 1.2)], "Latency"
+    )
     assert [r.name for r in verdict.failed] == ["AccuracyDrop", "Speedup"]
     assert (
         "Gate AccuracyDrop failed" in verdict.message and "Gate Speedup failed" in verdict.message

@@ -95,6 +95,20 @@ def test_drift_fires_once_per_episode() -> None:
         runs=[PastRun("Drift", T0 + 20 * MIN, finished_at=T0 + 30 * MIN, outcome="Failed")],
     )
     assert decide(DRIFT, failed, T0 + 5 * HOUR).start
+    # ... nor one whose speed gate could not decide: it is measured again.
+    inconclusive = replace(
+        drifting,
+        runs=[
+            PastRun(
+                "Drift",
+                T0 + 20 * MIN,
+                finished_at=T0 + 30 * MIN,
+                outcome="Rejected",
+                inconclusive=True,
+            )
+        ],
+    )
+    assert decide(DRIFT, inconclusive, T0 + 5 * HOUR).start
 
 
 def test_a_new_episode_after_the_streak_broke_fires_again() -> None:

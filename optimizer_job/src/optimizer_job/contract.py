@@ -112,6 +112,16 @@ class EvaluationSettings(_Strict):
     threads: int = Field(default=1, ge=1, le=256)
 
 
+class SpeedDecision(_Strict):
+    """The speed gate a run's candidate will face, so the Job measures until its ratio
+    interval lies on one side of it (or its round budget is spent)."""
+
+    batch_size: int = Field(ge=1, le=65_536)
+    # Baseline latency / candidate latency the gate requires, as a decimal string:
+    # "1.25" for 25 % faster, "0.909" for at most 10 % slower.
+    min_ratio: str
+
+
 class Task(_Strict):
     api_version: Literal["driftwarden.io/task/v1"] = TASK_API_VERSION
     kind: Literal["optimize", "evaluate"]
@@ -126,6 +136,7 @@ class Task(_Strict):
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    speed_decision: SpeedDecision | None = None
 
 
 class ModelMetrics(_Strict):
@@ -137,6 +148,21 @@ class ModelMetrics(_Strict):
     parameters: int | None = None
     macs: int | None = None
     device: str | None = None
+
+
+class SpeedRatio(_Strict):
+    """How much faster the candidate is than the baseline at one batch size: the median of
+    paired ABBA block ratios (baseline time / candidate time, above 1 is faster) and its
+    bootstrap confidence interval (``optimizer_job.speed``)."""
+
+    batch_size: int
+    ratio: float
+    low: float
+    high: float
+    rounds: int  # timed rounds per model
+    confidence: float = 0.95
+    # Set when a speed decision was asked for at this batch size: pass, fail or inconclusive.
+    decision: Literal["pass", "fail", "inconclusive"] | None = None
 
 
 class DriftReport(_Strict):
@@ -168,6 +194,7 @@ class RunResult(_Strict):
     seconds: float = 0.0
     baseline: ModelMetrics | None = None
     candidate: ModelMetrics | None = None
+    speed: list[SpeedRatio] = Field(default_factory=list)  # one per measured batch size
     drift: DriftReport | None = None
     stages: list[StageReport] = Field(default_factory=list)
     artifact_uri: str | None = None
@@ -183,6 +210,7 @@ class CompactResult(_Strict):
     reason: str = ""
     baseline: ModelMetrics | None = None
     candidate: ModelMetrics | None = None
+    speed: list[SpeedRatio] = Field(default_factory=list)
     drift_score: float | None = None
     drift_detected: bool | None = None
     drifted_features: list[str] = Field(default_factory=list)
@@ -199,6 +227,7 @@ class CompactResult(_Strict):
             reason=result.reason[:500],
             baseline=result.baseline,
             candidate=result.candidate,
+            speed=result.speed[:8],
             drift_score=result.drift.score if result.drift else None,
             drift_detected=result.drift.detected if result.drift else None,
             drifted_features=result.drift.drifted_features[:20] if result.drift else [],

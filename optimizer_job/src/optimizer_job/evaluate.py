@@ -4,9 +4,12 @@ Latency is measured per call of the model on a batch taken from the holdout (row
 repeated to fill the batch), after warm-up, with the thread count pinned, under
 ``torch.inference_mode`` and with CUDA synchronised around each call, so a number
 means the same thing on every run and device. Models to compare are measured side by
-side, interleaved, so a busy neighbour slows all of them alike. An ONNX model
-(``OnnxModule``) is timed by the same code: its forward runs ONNX Runtime with torch's
-pinned thread count.
+side in many short interleaved rounds (ABBA order for a pair), so a busy neighbour
+slows all of them alike; for a pair, the candidate's speedup at each batch size comes
+with a confidence interval (``optimizer_job.speed``) that the speed gate decides on.
+An ONNX model (``OnnxModule``) is timed by the same code: its forward runs ONNX Runtime
+with torch's pinned thread count (one intra-op thread runs on the calling thread, so the
+thread CPU clock counts it).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import contextlib
 import sys
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -22,9 +26,10 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from optimizer_job.contract import EvaluationSettings, ModelMetrics
+from optimizer_job.contract import EvaluationSettings, ModelMetrics, SpeedDecision, SpeedRatio
 from optimizer_job.dataio import Table
 from optimizer_job.modelio import ONNX_MODULE, WEIGHTS_METADATA, model_dtype, state_tensors
+from optimizer_job.speed import Decision, abba_first, decide, ratio_interval
 from optimizer_job.training import accuracy
 
 PERCENTILES = (50, 95, 99)
@@ -52,34 +57,105 @@ def measure_side_by_side(
     holdout: Table,
     device: torch.device,
     settings: EvaluationSettings,
-    rounds: int = 5,
 ) -> list[ModelMetrics]:
-    """Metrics of several models, their latencies measured interleaved.
+    """Metrics of several models, their latencies measured interleaved (``_timed_rounds``)."""
+    return _measure(models, holdout, device, settings, None)[0]
 
-    Each batch size's iterations are split into ``rounds``; every round times each
-    model in turn (the order alternating), so load that comes and goes on the machine
-    falls on all of them alike and a comparison of their percentiles is fair.
+
+def measure_pair(
+    baseline: nn.Module,
+    candidate: nn.Module,
+    holdout: Table,
+    device: torch.device,
+    settings: EvaluationSettings,
+    decision: SpeedDecision | None = None,
+) -> tuple[ModelMetrics, ModelMetrics, list[SpeedRatio]]:
+    """Metrics of the model in use and a candidate, and at every batch size how much faster
+    the candidate is, with its confidence interval (``optimizer_job.speed``).
+
+    With a ``decision`` (the speed gate the candidate will face), its batch size is measured
+    in more rounds while the interval straddles the required ratio, up to
+    ``MAX_ROUNDS_FACTOR`` times the first rounds; what is still undecided then is reported
+    as ``inconclusive``.
     """
+    metrics, speed = _measure([baseline, candidate], holdout, device, settings, decision)
+    return metrics[0], metrics[1], speed
+
+
+# A round times a model for about this long: short rounds, many of them, so that load that
+# comes and goes on the machine falls on both models of a pair alike. A round is at least
+# three calls: its time is the median call, so one call that the scheduler interrupts
+# does not count.
+ROUND_TARGET_MS = 5.0
+MIN_CALLS_PER_ROUND = 3
+MAX_CALLS_PER_ROUND = 20
+MIN_ROUNDS = 2 * 10  # ten ABBA blocks at least
+MAX_ROUNDS_FACTOR = 4
+
+
+def calls_per_round(call_ms: float) -> int:
+    """Calls in a round of about ``ROUND_TARGET_MS`` for a model taking ``call_ms`` per call."""
+    if call_ms <= 0:
+        return MAX_CALLS_PER_ROUND
+    return max(MIN_CALLS_PER_ROUND, min(MAX_CALLS_PER_ROUND, int(ROUND_TARGET_MS // call_ms)))
+
+
+def planned_rounds(iterations: int, per_round: int) -> int:
+    """Rounds per model: ``iterations`` calls at least, ``MIN_ROUNDS`` at least, even."""
+    rounds = max(MIN_ROUNDS, -(-iterations // per_round))
+    return rounds + rounds % 2
+
+
+def _measure(
+    models: list[nn.Module],
+    holdout: Table,
+    device: torch.device,
+    settings: EvaluationSettings,
+    decision: SpeedDecision | None,
+) -> tuple[list[ModelMetrics], list[SpeedRatio]]:
     for model in models:
         model.eval().to(device)
     samples: list[dict[int, list[np.ndarray]]] = [{} for _ in models]
+    speed: list[SpeedRatio] = []
     with pinned_threads(settings.threads):
         scores = [
             accuracy(model, holdout, device) if holdout.y is not None else None for model in models
         ]
-        per_round = -(-settings.latency_iterations // max(rounds, 1))
         for batch_size in settings.latency_batch_sizes:
             rows = batch_rows(holdout.X, batch_size)
+            slowest = 0.0
             for model in models:
-                latency_samples(model, rows, device, settings.latency_warmup, 0)
-            for round_index in range(max(rounds, 1)):
-                order = list(range(len(models)))
-                if round_index % 2:
-                    order.reverse()
-                for index in order:
-                    timings = latency_samples(models[index], rows, device, 0, per_round)
-                    samples[index].setdefault(batch_size, []).append(timings)
-    return [
+                warm = latency_samples(model, rows, device, settings.latency_warmup, 3)
+                slowest = max(slowest, float(np.median(warm)))
+            per_round = calls_per_round(slowest)
+            rounds = planned_rounds(settings.latency_iterations, per_round)
+            round_ms: list[list[float]] = [[] for _ in models]
+            _timed_rounds(models, rows, device, settings, per_round, rounds, samples, round_ms)
+            if len(models) != 2:
+                continue
+            interval = ratio_interval(np.array(round_ms[0]), np.array(round_ms[1]))
+            verdict: Decision | None = None
+            if decision is not None and decision.batch_size == batch_size:
+                required = float(Decimal(decision.min_ratio))
+                verdict = decide(interval, required)
+                while verdict == "inconclusive" and len(round_ms[0]) < MAX_ROUNDS_FACTOR * rounds:
+                    _timed_rounds(
+                        models, rows, device, settings, per_round, rounds, samples, round_ms
+                    )
+                    interval = ratio_interval(np.array(round_ms[0]), np.array(round_ms[1]))
+                    verdict = decide(interval, required)
+            speed.append(
+                SpeedRatio(
+                    batch_size=batch_size,
+                    ratio=round(interval.ratio, 4),
+                    low=round(interval.low, 4),
+                    high=round(interval.high, 4),
+                    rounds=interval.rounds,
+                    confidence=interval.confidence,
+                    decision=verdict,
+                )
+            )
+    metrics = [
         ModelMetrics(
             accuracy=score,
             latency_ms=_percentiles(model_samples),
@@ -90,6 +166,49 @@ def measure_side_by_side(
         )
         for model, score, model_samples in zip(models, scores, samples, strict=True)
     ]
+    return metrics, speed
+
+
+def uses_cpu_clock(device: torch.device, threads: int) -> bool:
+    """Whether a round's time is the calling thread's CPU time rather than wall-clock time.
+
+    On the CPU with one thread, torch computes in the calling thread: its CPU time is what
+    the call costs, and time the scheduler gave to other processes is not in it. On a
+    shared, busy machine wall-clock rounds are inflated by preemption, more often for the
+    longer of two models, which biases the ratio; CPU time is not. With more threads, or on
+    a GPU, the wall clock is the only honest measure.
+    """
+    return device.type == "cpu" and threads == 1
+
+
+def _timed_rounds(
+    models: list[nn.Module],
+    rows: np.ndarray,
+    device: torch.device,
+    settings: EvaluationSettings,
+    per_round: int,
+    rounds: int,
+    samples: list[dict[int, list[np.ndarray]]],
+    round_ms: list[list[float]],
+) -> None:
+    """``rounds`` rounds of ``per_round`` timed calls of each model, interleaved: two models
+    in ABBA order (A B B A, B A A B, ...), more in an order that turns around every round.
+    Appends each call's wall-clock time to ``samples`` (the latency percentiles) and each
+    round's fastest call to ``round_ms`` (the speed ratio; CPU time where
+    ``uses_cpu_clock``), so that a call the scheduler interrupted does not count."""
+    batch_size = len(rows)
+    cpu_clock = uses_cpu_clock(device, settings.threads)
+    batches = [torch.from_numpy(rows).to(device=device, dtype=model_dtype(m)) for m in models]
+    for round_index in range(len(round_ms[0]), len(round_ms[0]) + rounds):
+        order = list(range(len(models)))
+        if len(models) == 2:
+            order = [abba_first(round_index), 1 - abba_first(round_index)]
+        elif round_index % 2:
+            order.reverse()
+        for index in order:
+            wall, cpu = timed_calls(models[index], batches[index], device, per_round)
+            samples[index].setdefault(batch_size, []).append(wall)
+            round_ms[index].append(float((cpu if cpu_clock else wall).min()))
 
 
 def _percentiles(samples: dict[int, list[np.ndarray]]) -> dict[str, float]:
@@ -113,19 +232,29 @@ def latency_samples(
 ) -> np.ndarray:
     """Milliseconds of each of ``iterations`` calls on ``rows``, after ``warmup`` calls."""
     batch = torch.from_numpy(rows).to(device=device, dtype=model_dtype(model))
-    sync = device.type == "cuda"
     for _ in range(warmup):
         model(batch)
-    samples = np.empty(iterations, dtype=np.float64)
+    return timed_calls(model, batch, device, iterations)[0]
+
+
+@torch.inference_mode()
+def timed_calls(
+    model: nn.Module, batch: torch.Tensor, device: torch.device, iterations: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Wall-clock and this thread's CPU milliseconds of each of ``iterations`` calls."""
+    sync = device.type == "cuda"
+    wall = np.empty(iterations, dtype=np.float64)
+    cpu = np.empty(iterations, dtype=np.float64)
     for index in range(iterations):
         if sync:
             torch.cuda.synchronize(device)
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.thread_time()
         model(batch)
         if sync:
             torch.cuda.synchronize(device)
-        samples[index] = (time.perf_counter() - start) * 1000.0
-    return samples
+        wall[index] = (time.perf_counter() - start) * 1000.0
+        cpu[index] = (time.thread_time() - start_cpu) * 1000.0
+    return wall, cpu
 
 
 def _onnx(model: nn.Module) -> Any:

@@ -40,7 +40,7 @@ from optimizer_job.contract import (
     run_artifact_uri,
 )
 from optimizer_job.dataio import Table
-from optimizer_job.evaluate import measure, measure_side_by_side
+from optimizer_job.evaluate import measure, measure_pair
 from optimizer_job.manifest import ManifestError, verify_manifest
 from optimizer_job.modelio import LoadedModel, load_model, save_model
 from optimizer_job.progress import get_logger
@@ -346,6 +346,7 @@ def optimize_task(
         factory=loaded.factory,
         kwargs=loaded.kwargs,
         meta=loaded.meta,
+        threads=task.evaluation.threads,
     )
     baseline = measure(loaded.module, holdout, device, task.evaluation)
     log.info("baseline: %s", _summary(baseline))
@@ -391,11 +392,22 @@ def optimize_task(
         # Measure what was written, as a reader will load it, side by side with the
         # model in use: the gates compare these two.
         written = load_model(directory).module
-        paired_baseline, candidate = measure_side_by_side(
-            [loaded.module, written], holdout, device, task.evaluation
+        paired_baseline, candidate, speed = measure_pair(
+            loaded.module, written, holdout, device, task.evaluation, task.speed_decision
         )
         log.info("baseline (side by side): %s", _summary(paired_baseline))
         log.info("candidate (side by side): %s", _summary(candidate))
+        for entry in speed:
+            log.info(
+                "speedup at batch %d: %.3fx (%d%% interval %.3f-%.3f, %d rounds)%s",
+                entry.batch_size,
+                entry.ratio,
+                round(entry.confidence * 100),
+                entry.low,
+                entry.high,
+                entry.rounds,
+                f", decision {entry.decision}" if entry.decision else "",
+            )
         result = RunResult(
             kind="optimize",
             run_id=task.run_id,
@@ -403,6 +415,7 @@ def optimize_task(
             seconds=round(time.perf_counter() - started, 3),
             baseline=paired_baseline,
             candidate=candidate,
+            speed=speed,
             stages=reports,
             artifact_uri=artifact_uri,
             manifest_sha256=digest,

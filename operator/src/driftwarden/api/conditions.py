@@ -77,6 +77,7 @@ class Reason(StrEnum):
     # Promoted
     PROMOTED = "Promoted"
     PROMOTION_REJECTED = "PromotionRejected"
+    INCONCLUSIVE_LATENCY = "InconclusiveLatency"  # the speed interval could not decide
     AWAITING_APPROVAL = "AwaitingApproval"
     ROLLED_BACK = "RolledBack"
     NO_CANDIDATE = "NoCandidate"

@@ -93,6 +93,12 @@ LATENCY_BATCH_SIZE_NOT_MEASURED = Rule(
     "triggers.latency.batchSize must be one of monitoring.latency.batchSizes: the evaluation "
     "measures only those",
 )
+GATE_BATCH_SIZE_NOT_MEASURED = Rule(
+    "spec",
+    "gates.latencyBatchSize",
+    "gates.latencyBatchSize must be one of monitoring.latency.batchSizes: the Job measures "
+    "only those",
+)
 FEATURES_INCLUDE_LABEL = Rule(
     "spec.data",
     "features",
@@ -200,6 +206,7 @@ ALL_RULES: tuple[Rule, ...] = (
     TEMPORARY_FIX_NEEDS_LATENCY_TRIGGER,
     ACCURACY_GATE_UNDER_TRIGGER,
     LATENCY_BATCH_SIZE_NOT_MEASURED,
+    GATE_BATCH_SIZE_NOT_MEASURED,
     FEATURES_INCLUDE_LABEL,
     LEARNING_RATE_RANGE,
     WEIGHT_DECAY_RANGE,

@@ -377,6 +377,8 @@ class Gates(SpecModel):
     max_accuracy_drop_percent: Annotated[int, Field(ge=0, le=100)] = 1
     min_accuracy_percent: Annotated[int, Field(ge=0, le=100)] | None = None
     min_speedup_percent: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    max_slowdown_percent: Annotated[int, Field(ge=0, le=1000)] = 10
+    latency_batch_size: BatchSize | None = None
     max_size: Quantity | None = None
 
 
@@ -528,6 +530,11 @@ class ModelOptimizationSpec(SpecModel):
             self.triggers.latency is None
             or self.monitoring.prometheus is not None
             or self.triggers.latency.batch_size in self.monitoring.latency.batch_sizes,
+        )
+        _require(
+            rules.GATE_BATCH_SIZE_NOT_MEASURED,
+            self.gates.latency_batch_size is None
+            or self.gates.latency_batch_size in self.monitoring.latency.batch_sizes,
         )
         return self
 

@@ -119,6 +119,22 @@ class GateResult(StatusModel):
     value: float | None = None
     limit: float | None = None
     message: Annotated[str, truncated(512)] | None = None
+    # Speed gates: the batch size protected and the ratio interval decided on.
+    batch_size: int | None = None
+    low: float | None = None
+    high: float | None = None
+    rounds: int | None = None
+    inconclusive: bool | None = None
+
+
+class SpeedRatio(StatusModel):
+    """Baseline latency / candidate latency at one batch size, with its interval."""
+
+    batch_size: int
+    ratio: float
+    low: float
+    high: float
+    rounds: int
 
 
 class RunRecord(StatusModel):
@@ -133,6 +149,7 @@ class RunRecord(StatusModel):
     base_model_uri: Uri | None = None
     baseline: ModelMetrics | None = None
     candidate: ModelMetrics | None = None
+    speed: Annotated[list[SpeedRatio], Field(max_length=8)] = Field(default_factory=list)
     gates: Annotated[list[GateResult], Field(max_length=8)] = Field(default_factory=list)
     artifact_uri: Uri | None = None
     manifest_sha256: Sha256 | None = None

@@ -27,9 +27,11 @@ def build_task(
     run_id: str,
     kind: TaskKind,
     model_uri: str | None = None,
+    speed_decision: contract.SpeedDecision | None = None,
 ) -> contract.Task:
     """The task of run `run_id`. `model_uri` is the model in use (the promoted one, once
-    there is one); by default the spec's."""
+    there is one); by default the spec's. `speed_decision` is the speed gate the run's
+    candidate will face, so the Job measures until it can tell."""
     return contract.Task(
         kind=kind,
         namespace=namespace,
@@ -44,6 +46,7 @@ def build_task(
         # Without a GPU the Job must not pick one up by accident on a GPU node; with one,
         # "auto" still runs (on CPU, slowly) where the device plugin gave none.
         device="auto" if spec.job.resources.gpu > 0 else "cpu",
+        speed_decision=speed_decision if kind == "optimize" else None,
     )
 
 

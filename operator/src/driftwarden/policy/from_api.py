@@ -60,8 +60,8 @@ def trigger_settings(spec: ModelOptimizationSpec) -> TriggerSettings:
 
 
 def latency_batch(spec: ModelOptimizationSpec) -> int:
-    """The batch size whose p95 the SLO and the speed gate use: the latency trigger's, else
-    32 when measured, else the largest measured."""
+    """The batch size whose p95 the SLO uses: the latency trigger's (the serving batch
+    size), else 32 when measured, else the largest measured."""
     if spec.triggers.latency is not None:
         return spec.triggers.latency.batch_size
     sizes = spec.monitoring.latency.batch_sizes
@@ -94,6 +94,7 @@ def past_runs(status: ModelOptimizationStatus) -> list[PastRun]:
             started_at=run.started_at,
             finished_at=run.finished_at,
             outcome=run.outcome.value,
+            inconclusive=any(gate.inconclusive for gate in run.gates),
         )
         for run in status.runs
         if run.started_at is not None
@@ -123,9 +124,17 @@ def gate_settings(spec: ModelOptimizationSpec) -> GateSettings:
         max_accuracy_drop_percent=gates.max_accuracy_drop_percent,
         min_accuracy_percent=gates.min_accuracy_percent,
         min_speedup_percent=gates.min_speedup_percent,
+        max_slowdown_percent=gates.max_slowdown_percent,
         max_size_bytes=parse_quantity(gates.max_size) if gates.max_size is not None else None,
-        latency_batch=latency_batch(spec),
+        latency_batch=speed_gate_batch(spec),
     )
+
+
+def speed_gate_batch(spec: ModelOptimizationSpec) -> int:
+    """The batch size the speed gate protects: gates.latencyBatchSize, else the SLO's."""
+    if spec.gates.latency_batch_size is not None:
+        return spec.gates.latency_batch_size
+    return latency_batch(spec)
 
 
 def fix_settings(spec: ModelOptimizationSpec) -> FixSettings | None:

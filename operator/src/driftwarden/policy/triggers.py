@@ -76,6 +76,9 @@ class PastRun:
     started_at: datetime
     finished_at: datetime | None = None
     outcome: RunOutcome | None = None
+    # Not promoted only because its speed gate could not decide (InconclusiveLatency): the
+    # episode it was for is not handled yet, it is measured again by the next run.
+    inconclusive: bool = False
 
 
 @dataclass(frozen=True)
@@ -237,7 +240,10 @@ def _drift_episode_unhandled(settings: TriggerSettings, state: TriggerState) -> 
         return False
     started = streak.started_at
     return not any(
-        run.trigger == "Drift" and run.started_at >= started and run.outcome != "Failed"
+        run.trigger == "Drift"
+        and run.started_at >= started
+        and run.outcome != "Failed"
+        and not run.inconclusive
         for run in state.runs
     )
 

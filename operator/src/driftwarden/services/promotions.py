@@ -2,7 +2,8 @@
 
 A succeeded run's candidate is judged by the gates (policy.gates) against the model in use,
 both measured by the run on the same holdout. Failing: outcome Rejected, condition Promoted
-False PromotionRejected with the failing gates' numbers. Passing: with promotion Automatic
+False PromotionRejected with the failing gates' numbers (InconclusiveLatency when only a
+speed interval could not decide; the Job already measured again). Passing: with promotion Automatic
 the target is pointed at the candidate (TargetWriter.apply), else status.candidate names it
 until spec.promotion.approvedRunId approves its run. The first evaluation of a promoted model
 may roll it back (policy.promotion.rollback_decision).
@@ -36,19 +37,39 @@ class Promotions(LoopStep):
         """A succeeded run's candidate against the gates: Rejected, Promoted (Automatic) or
         Succeeded with status.candidate (Manual, or a target that cannot be written)."""
         verdict = evaluate_gates(
-            from_api.gate_settings(self.spec), result.baseline, result.candidate
+            from_api.gate_settings(self.spec),
+            result.baseline,
+            result.candidate,
+            speed=result.speed,
+            trigger=record.trigger.value,
         )
         gates = [
             GateResult(
-                name=r.name, passed=r.passed, value=r.value, limit=r.limit, message=r.message
+                name=r.name,
+                passed=r.passed,
+                value=r.value,
+                limit=r.limit,
+                message=r.message,
+                batch_size=r.batch_size,
+                low=r.low,
+                high=r.high,
+                rounds=r.rounds,
+                inconclusive=r.inconclusive or None,
             )
             for r in verdict.results
         ]
         record = record.model_copy(update={"gates": gates})
         if not verdict.passed:
+            # A speed interval that could not decide is no verdict on the candidate: it is
+            # not promoted, and the reason says that the latency was inconclusive.
+            reason = (
+                Reason.INCONCLUSIVE_LATENCY if verdict.inconclusive else Reason.PROMOTION_REJECTED
+            )
             message = f"Run {record.id}: {verdict.message} The model in use stays."
-            self._set(ConditionType.PROMOTED, "False", Reason.PROMOTION_REJECTED, message)
-            self._emit("Warning", Reason.PROMOTION_REJECTED, message)
+            if verdict.inconclusive:
+                message += " The next run measures again."
+            self._set(ConditionType.PROMOTED, "False", reason, message)
+            self._emit("Warning", reason, message)
             return record.model_copy(
                 update={"outcome": Outcome.REJECTED, "message": verdict.message}
             )

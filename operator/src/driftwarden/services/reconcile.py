@@ -42,6 +42,7 @@ from driftwarden.api.status import (
     Phase,
     RunBudget,
     RunRecord,
+    SpeedRatio,
     Trigger,
 )
 from driftwarden.api.types import now_utc
@@ -50,7 +51,8 @@ from driftwarden.builders.job import Owner, build_job, build_task_configmap
 from driftwarden.builders.task import build_task, job_settings, spec_claims, storage_secret
 from driftwarden.crashpoints import crash_point
 from driftwarden.k8s import ApiError, ConflictError
-from driftwarden.policy import run_history
+from driftwarden.policy import from_api, run_history
+from driftwarden.policy.gates import speed_gate
 from driftwarden.runtime import Runtime
 from driftwarden.services import admission_policy
 from driftwarden.services import jobs as job_state
@@ -178,6 +180,21 @@ def _metrics(metrics: contract.ModelMetrics | None) -> ModelMetrics | None:
         macs=metrics.macs,
         device=metrics.device,
     )
+
+
+def _speed_decision(spec: ModelOptimizationSpec, trigger: Trigger) -> contract.SpeedDecision | None:
+    """The speed gate a run started by ``trigger`` faces, told to its Job."""
+    gate = speed_gate(from_api.gate_settings(spec), trigger.value)
+    return gate.decision() if gate is not None else None
+
+
+def _speed(result: contract.CompactResult | None) -> list[SpeedRatio]:
+    if result is None:
+        return []
+    return [
+        SpeedRatio(batch_size=s.batch_size, ratio=s.ratio, low=s.low, high=s.high, rounds=s.rounds)
+        for s in result.speed[:8]
+    ]
 
 
 def _describe(result: contract.CompactResult | None) -> str:
@@ -487,6 +504,7 @@ class ReconcilePass:
             base_model_uri=(plan.base_model_uri or None) if plan else None,
             baseline=_metrics(result.baseline if result else None),
             candidate=_metrics(result.candidate if result else None),
+            speed=_speed(result),
             artifact_uri=result.artifact_uri if result else None,
             manifest_sha256=result.manifest_sha256 if result else None,
             message=(f"{outcome.reason}: {message}" if not succeeded else message) or None,
@@ -585,6 +603,7 @@ class ReconcilePass:
             run_id=run_id,
             kind="optimize",
             model_uri=plan.base_model_uri,
+            speed_decision=_speed_decision(spec, plan.trigger),
         )
         body = build_job(
             self.owner,

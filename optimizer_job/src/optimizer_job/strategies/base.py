@@ -28,7 +28,8 @@ class StageContext:
     current) when the runner built them from both tables. ``holdout`` is for metrics
     only and is never trained on. ``factory``/``kwargs`` describe the model as
     model.json will (a stage that changes an architecture argument, e.g. dropout,
-    updates ``kwargs``); ``meta`` is the input model's model.json.
+    updates ``kwargs``); ``meta`` is the input model's model.json. ``threads`` is the
+    thread count latency is measured with: a stage that times anything pins it too.
     """
 
     device: torch.device
@@ -40,6 +41,7 @@ class StageContext:
     factory: str
     kwargs: dict[str, Any]
     meta: dict[str, Any] = field(default_factory=dict)
+    threads: int = 1  # the thread count latency is measured with (evaluation.threads)
 
 
 @dataclass

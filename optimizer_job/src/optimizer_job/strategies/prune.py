@@ -27,6 +27,7 @@ from torch.nn.utils import prune as _torch_prune
 from optimizer_job import training
 from optimizer_job.contract import BadInputError, PruneStage, RetrainStage
 from optimizer_job.dataio import Table
+from optimizer_job.evaluate import count_macs, count_parameters
 from optimizer_job.strategies._layers import WEIGHTED_LAYERS, example_rows, final_layer
 from optimizer_job.strategies.base import Notes, StageContext, StageOutcome
 from optimizer_job.strategies.quantize import quantization_of
@@ -217,11 +218,16 @@ def weight_sparsity(model: nn.Module, classifier: nn.Module | None) -> float:
 
 
 def count_macs_and_params(model: nn.Module, example: Tensor) -> tuple[int, int]:
-    """Multiply-accumulates of one forward pass of ``example`` and the parameter count."""
+    """Multiply-accumulates of one forward pass of one row of ``example`` and the parameter
+    count, counted as the run's result counts them (``evaluate.count_macs`` and
+    ``count_parameters``), so the notes' ``macs_ratio`` is the ratio of the result's MACs."""
     was_training = model.training
-    macs, params = tp.utils.count_ops_and_params(model, example)
-    model.train(was_training)
-    return int(macs), int(params)
+    model.eval()
+    try:
+        row = example[:1].detach().cpu().numpy()
+        return count_macs(model, row, example.device), count_parameters(model)
+    finally:
+        model.train(was_training)
 
 
 def _structured_importance(name: str) -> Any:
