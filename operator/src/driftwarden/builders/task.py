@@ -61,6 +61,9 @@ def job_settings(spec: ModelOptimizationSpec, config: OperatorConfig) -> JobSett
         active_deadline_seconds=job.active_deadline_seconds,
         ttl_seconds_after_finished=job.ttl_seconds_after_finished,
         pvc_mount_root=config.pvc_mount_root,
+        workers=job.workers,
+        gang_timeout_seconds=job.gang_timeout_seconds,
+        queue_name=job.queue_name,
     )
 
 

@@ -50,6 +50,7 @@ from driftwarden.builders.task import build_task, job_settings, spec_claims
 from driftwarden.crashpoints import crash_point
 from driftwarden.k8s import ConflictError
 from driftwarden.runtime import Runtime
+from driftwarden.services import gangs
 from driftwarden.services import jobs as job_state
 from driftwarden.services.loop import Hold, Loop, LoopContext
 from driftwarden.services.planning import RunPlan, model_in_use, wanted_run
@@ -295,7 +296,10 @@ class ReconcilePass:
             elif self.active_job is None:
                 try:
                     self.active_job = self._ensure_started(job)
-                except NameConflictError as error:
+                    self.active_job = gangs.enforce_gang_timeout(
+                        self.kube, self.namespace, self.active_job, self.now
+                    )
+                except (NameConflictError, gangs.ServiceConflictError) as error:
                     self.blocked = Blocked(JOB_NAME_CONFLICT, str(error), input_problem=True)
                     self.active_job = job
                 self._set_active(self.active_job, created=False)
@@ -326,6 +330,7 @@ class ReconcilePass:
                 f"ConfigMap {meta['name']} exists and does not belong to run {_run_id(job)}"
             )
         crash_point("configmap-created")
+        gangs.ensure_worker_service(self.kube, self.namespace, job)
         resumed = self.kube.patch_job(
             self.namespace,
             meta["name"],
@@ -532,7 +537,7 @@ class ReconcilePass:
             crash_point("job-created")
         try:
             job = self._ensure_started(job)
-        except NameConflictError as error:
+        except (NameConflictError, gangs.ServiceConflictError) as error:
             self.blocked = Blocked(JOB_NAME_CONFLICT, str(error), input_problem=True)
             return
         if job_state.is_finished(job):
