@@ -229,6 +229,11 @@ def build_launch_spec(
         "HOSTNAME": pod_hostname(pod),
         # Like `ENV PYTHONUNBUFFERED=1` in a Python image: logs appear as they are written.
         "PYTHONUNBUFFERED": "1",
+        # A Pod IP here is routed to lo but sits on no interface, and gloo / NCCL look their
+        # host's address up among the interfaces: on this one-host network, point them at lo
+        # (a Pod's env overrides it). On a cluster the Pod IP is on the Pod's eth0.
+        "GLOO_SOCKET_IFNAME": "lo",
+        "NCCL_SOCKET_IFNAME": "lo",
     }
     env = {**image_env, **context.inherited_env, **declared, **context.gpu_env}
     mounts = _volume_mounts(container, volumes, env)
