@@ -191,3 +191,36 @@ def test_a_gang_failed_for_its_timeout_reports_that_reason() -> None:
     ]
     got = outcome(job, [worker(1, "Pending", **UNSCHEDULABLE)])
     assert (got.reason, got.message) == ("GangTimeout", "2 of 3 workers did not start")
+
+
+class _FakeKube:
+    """The two calls enforce_gang_timeout makes."""
+
+    def __init__(self, pods: list[dict[str, Any]]) -> None:
+        self.pods = pods
+        self.patches: list[dict[str, Any]] = []
+
+    def list_job_pods(self, namespace: str, job_name: str, job_uid: str) -> list[dict[str, Any]]:
+        return self.pods
+
+    def patch_job(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        self.patches.append(patch)
+        return {"metadata": {"name": name}, "patched": True}
+
+
+def test_a_stalled_gang_is_failed_in_one_patch_that_carries_its_reason() -> None:
+    from driftwarden.services import gangs
+
+    kube = _FakeKube([worker(0, "Running"), worker(1, "Pending", **UNSCHEDULABLE)])
+    gangs.enforce_gang_timeout(kube, "ml", gang_job(), NOW)  # type: ignore[arg-type]
+    (patch,) = kube.patches
+    assert patch["spec"] == {"activeDeadlineSeconds": 1}
+    assert (
+        "Insufficient nvidia.com/gpu" in patch["metadata"]["annotations"][GANG_FAILURE_ANNOTATION]
+    )
+    # Once marked, later passes leave it to the Job controller; in time, nothing happens.
+    marked = gang_job()
+    marked["metadata"]["annotations"][GANG_FAILURE_ANNOTATION] = "x"
+    gangs.enforce_gang_timeout(kube, "ml", marked, NOW)  # type: ignore[arg-type]
+    gangs.enforce_gang_timeout(kube, "ml", gang_job(started="2026-01-01T10:09:00Z"), NOW)  # type: ignore[arg-type]
+    assert len(kube.patches) == 1
