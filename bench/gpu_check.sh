@@ -2,7 +2,9 @@
 # One prepared run for an accelerator machine (issue 4, section 5): the CUDA tests of the
 # prune / distill / quantize stages and the export stage (tests/gpu/test_onnx_cuda.py: a
 # GPU-trained model exported and verified; the ORT CUDA execution provider where the
-# installed onnxruntime wheel has it), then the pruning and quantization benchmarks on the GPU.
+# installed onnxruntime wheel has it), then the pruning and quantization benchmarks on the GPU,
+# then (issue 17) data-parallel retraining on NCCL: DDP on 1 GPU and on every GPU the machine
+# has (one rank per GPU; NCCL refuses two ranks on one device), wall time vs 1 rank.
 # Run from the repository root:
 #
 #     bash bench/gpu_check.sh            # results in $OUT if set, else bench/out/gpu/ (git-ignored)
@@ -13,7 +15,7 @@
 # ml-dtypes) and onnxruntime. The project's .venv is
 # used when it works; otherwise python3, with wheels from .whl/ (if present) installed into
 # /tmp/site without network. torchao is optional: the quantization bench reports its
-# candidates as unavailable without it. Budget: about 6 minutes on one GPU.
+# candidates as unavailable without it. Budget: about 8 minutes on one GPU.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,4 +51,13 @@ timeout 240 "$PY" bench/prune_bench.py --device cuda --json "$OUT/prune_cuda.jso
     | tee "$OUT/prune_cuda.txt" || status=1
 timeout 120 "$PY" bench/quantize_bench.py --device cuda --json "$OUT/quantize_cuda.json" 2>&1 \
     | tee "$OUT/quantize_cuda.txt" || status=1
+# NCCL path of optimizer_job.training.fit (DDP + DistributedSampler): 1 rank always, and one
+# rank per GPU where there are several. On a 1-GPU machine this checks that the NCCL process
+# group, the DDP wrapper on CUDA and the sharded sampler run; the speedup needs >= 2 GPUs.
+gpus=$("$PY" -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)
+workers="1"
+[ "${gpus:-0}" -ge 2 ] && workers="1 $gpus"
+timeout 150 "$PY" bench/distributed_bench.py --device cuda --workers $workers --rounds 2 \
+    --rows 200000 --epochs 2 --batch 1024 --json "$OUT/distributed_cuda.json" 2>&1 \
+    | tee "$OUT/distributed_cuda.txt" || status=1
 exit "$status"

@@ -234,6 +234,7 @@ def mo_manifest(
     suspend: bool = False,
     ttl_seconds: int = 3600,
     cooldown: str = "0s",
+    job_extra: str = "",
 ) -> str:
     """A ModelOptimization as a user writes it: a small pipeline and a quick latency
     benchmark, so a run takes seconds. No cooldown by default: a runRequest obeys it (the
@@ -261,7 +262,7 @@ spec:
     resources: {{cpu: 500m, memory: 1Gi}}
     backoffLimit: 1
     ttlSecondsAfterFinished: {ttl_seconds}
-"""
+{job_extra}"""
 
 
 def get_json(cluster: Cluster, *args: str) -> Any:

@@ -1,10 +1,10 @@
 """Builds the devcluster's Go binaries into a cache outside the clone.
 
 Each Go module under devcluster/ (go/: the control plane and kubectl, helm/: helm,
-s3/: the versitygw S3 server)
+s3/: the versitygw S3 server, dns/: CoreDNS with the kubernetes plugin, the cluster DNS)
 is built into ``~/.cache/driftwarden/bin/<module>-<key>/`` where the key hashes the
-module's go.mod, go.sum, tools.go and the Go version: a rebuild happens only when a
-pin changes, and Go's own build cache (GOCACHE) makes even that incremental.
+module's go.mod, go.sum, its Go source (tools.go or main.go) and the Go version: a rebuild
+happens only when a pin changes, and Go's own build cache (GOCACHE) makes even that incremental.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ class GoModule:
     # Go module whose version the binaries should report (as a release build would).
     version_of: str | None = None
     version_vars: tuple[str, ...] = ()
+    # The files whose bytes (with the Go version) key the cache directory.
+    sources: tuple[str, ...] = ("go.mod", "go.sum", "tools.go")
 
 
 CONTROL_PLANE = GoModule(
@@ -65,7 +67,15 @@ S3 = GoModule(
     version_of="github.com/versity/versitygw",
     version_vars=("main.Version",),
 )
-MODULES = (CONTROL_PLANE, HELM, S3)
+# CoreDNS from its own module: a main package that registers only the plugins the cluster
+# DNS uses (a stock build compiles every cloud provider's SDK).
+DNS = GoModule(
+    "dns",
+    (Binary("coredns", "."),),
+    cold_minutes=3,
+    sources=("go.mod", "go.sum", "main.go"),
+)
+MODULES = (CONTROL_PLANE, HELM, S3, DNS)
 
 
 def _go() -> str:
@@ -94,7 +104,7 @@ def _ldflags(module: GoModule) -> str:
 def cache_dir(module: GoModule) -> Path:
     src = DEVCLUSTER_ROOT / module.directory
     digest = hashlib.sha256(_ldflags(module).encode())
-    for name in ("go.mod", "go.sum", "tools.go"):
+    for name in module.sources:
         digest.update((src / name).read_bytes())
     version = subprocess.run(
         [_go(), "env", "GOVERSION"], capture_output=True, text=True, check=True, env=_go_env()

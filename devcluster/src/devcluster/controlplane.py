@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from devcluster import build, pki, s3
+from devcluster import build, cluster_dns, pki, s3
 
 if TYPE_CHECKING:
     from devcluster.faultproxy import FaultProxyControl
@@ -62,6 +62,9 @@ class State:
     bin_dir: str
     ports: dict[str, int] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
+    # Cluster DNS: CoreDNS's address (port 53) and where Pod IPs come from ("" = loopback).
+    dns_ip: str = ""
+    pod_cidr: str = ""
 
     @property
     def path(self) -> Path:
@@ -199,6 +202,25 @@ def _wait(state: State, component: str, probe: str | None, timeout: float) -> No
     )
 
 
+def _wait_http(state: State, component: str, url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(state.pids[component]):
+            raise ComponentFailedError(
+                f"{component} exited during start-up; see its log: {state.log(component)}"
+            )
+        with (
+            contextlib.suppress(urllib.error.URLError, OSError),
+            urllib.request.urlopen(url, timeout=2) as resp,  # noqa: S310 (local http)
+        ):
+            if resp.status == 200:
+                return
+        time.sleep(0.3)
+    raise ComponentFailedError(
+        f"{component} was not ready after {timeout:.0f} s; see its log: {state.log(component)}"
+    )
+
+
 def _etcd_ready(state: State, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     url = f"http://127.0.0.1:{state.ports['etcd']}/health"
@@ -253,6 +275,10 @@ def node_agent_argv(
         "--apiserver-port",
         str(state.ports["kube-apiserver"]),
     ]
+    if state.dns_ip:
+        argv += ["--cluster-dns", state.dns_ip, "--cluster-domain", cluster_dns.CLUSTER_DOMAIN]
+    if state.pod_cidr:
+        argv += ["--pod-cidr", state.pod_cidr]
     for label in labels:
         argv += ["--label", label]
     for taint in taints:
@@ -289,6 +315,7 @@ class Cluster:
         node_cpu: str = "4",
         node_memory: str = "16Gi",
         node: bool = True,
+        dns: bool = True,
         timeout: float = 120.0,
         audit_log: bool = False,
     ) -> State:
@@ -324,6 +351,8 @@ class Cluster:
         state.save()
         try:
             self._start_control_plane(state, timeout, audit_log=audit_log)
+            if dns:
+                self._start_dns(state, timeout)
             if node:
                 _start(
                     state,
@@ -352,6 +381,7 @@ class Cluster:
         admin = ca.issue("admin", "admin", organization="system:masters")
         kcm = ca.issue("controller-manager", "system:kube-controller-manager")
         sched = ca.issue("scheduler", "system:kube-scheduler")
+        _kubeconfig(state, "coredns", ca.issue("coredns", cluster_dns.USER))
         sa = pki.service_account_keys(pki_dir)
         _kubeconfig(state, "admin", admin)
         kcm_config = _kubeconfig(state, "controller-manager", kcm)
@@ -517,6 +547,37 @@ class Cluster:
             "--audit-log-mode",
             "blocking",
         ]
+
+    def _start_dns(self, state: State, timeout: float) -> None:
+        """CoreDNS on port 53 of its own loopback address; Pods get it in resolv.conf."""
+        self.kubectl(
+            "apply",
+            "--server-side",
+            "--field-manager",
+            "devcluster",
+            "-f",
+            "-",
+            input=cluster_dns.RBAC,
+        )
+        if cluster_dns.ensure_pod_route():
+            state.pod_cidr = cluster_dns.POD_CIDR
+        state.dns_ip = cluster_dns.pick_address(str(state.path))
+        state.ports["coredns-health"] = free_port()
+        state.ports["coredns-ready"] = free_port()
+        conf = state.path / "Corefile"
+        conf.write_text(
+            cluster_dns.corefile(
+                address=state.dns_ip,
+                kubeconfig=state.path / "coredns.kubeconfig",
+                health_port=state.ports["coredns-health"],
+                ready_port=state.ports["coredns-ready"],
+            )
+        )
+        state.save()
+        _start(state, "coredns", [str(Path(state.bin_dir) / "coredns"), "-conf", str(conf)])
+        _wait_http(
+            state, "coredns", f"http://127.0.0.1:{state.ports['coredns-ready']}/ready", timeout
+        )
 
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120

@@ -213,6 +213,23 @@ class Kube:
             except NotFoundError:
                 raise ConflictError(409, "configmap deleted while being adopted") from None
 
+    def create_service(self, namespace: str, body: Json) -> tuple[Json, bool]:
+        """Create, or return the existing Service of that name: (service, created)."""
+        try:
+            return self._call(
+                self._core.create_namespaced_service,
+                namespace,
+                body,
+                field_manager=names.FIELD_MANAGER,
+            ), True
+        except ConflictError:
+            try:
+                return self._call(
+                    self._core.read_namespaced_service, body["metadata"]["name"], namespace
+                ), False
+            except NotFoundError:
+                raise ConflictError(409, "service deleted while being adopted") from None
+
     def get_configmap(self, namespace: str, name: str) -> Json | None:
         try:
             return self._call(self._core.read_namespaced_config_map, name, namespace)

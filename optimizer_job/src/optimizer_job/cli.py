@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -217,6 +218,11 @@ def _one_line(error: BaseException) -> str:
     return text[:1000]
 
 
+def _other_rank() -> bool:
+    """One of several torchrun workers, not rank 0 (RANK is torchrun's global rank)."""
+    return os.environ.get("RANK", "0") != "0" and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -250,6 +256,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             task, f"internal error: {type(error).__name__}: {_one_line(error)}", args.command
         )
         log.error("%s\n%s", result.reason, traceback.format_exc())
+    if code == EXIT_OK and _other_rank():
+        # A data-parallel worker other than rank 0: rank 0 reports the run.
+        return code
     write_termination_message(result, log)
     print(result.model_dump_json(indent=2))
     sys.stdout.flush()

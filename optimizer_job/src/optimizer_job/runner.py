@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 from pydantic import ValidationError
+from torch import nn
 
-from optimizer_job import dataio, storage
+from optimizer_job import dataio, distributed, storage
 from optimizer_job.contract import (
     BadInputError,
     DriftReport,
@@ -47,7 +48,7 @@ from optimizer_job.progress import get_logger
 from optimizer_job.publish import RunDirectoryExistsError, publish_run_directory
 from optimizer_job.strategies import StageContext, apply_stage
 from optimizer_job.strategies.base import Notes
-from optimizer_job.training import predict_proba
+from optimizer_job.training import predict_proba, rank_and_world
 
 RESULT_NAME = "result.json"
 DEFAULT_VALIDATION_PERCENT = 20
@@ -78,7 +79,8 @@ def resolve_device(name: str) -> torch.device:
 def run_task(task: Task) -> RunResult:
     started = time.perf_counter()
     log = get_logger()
-    device = resolve_device(task.device)
+    # One of several torchrun workers (job.workers > 1): join the process group first.
+    device = distributed.init_from_env(resolve_device(task.device))
     log.info(
         "run %s: %s of %s/%s on %s, stages: %s",
         task.run_id,
@@ -312,6 +314,37 @@ def _summary(metrics: ModelMetrics) -> str:
     return " ".join(parts)
 
 
+def _data_parallel_worker(
+    task: Task,
+    module: nn.Module,
+    ctx: StageContext,
+    log: logging.Logger,
+    rank: int,
+    world: int,
+    started: float,
+) -> RunResult:
+    """A torchrun worker other than rank 0: train with the others through the retrain
+    stages at the head of the pipeline, then leave. It measures, writes and reports nothing
+    (the result it returns is not written anywhere; see cli.main)."""
+    model = copy.deepcopy(module)
+    trained = 0
+    for stage in task.stages:
+        if stage.type != "retrain":
+            break
+        outcome = apply_stage(stage, model, ctx)
+        model, ctx = outcome.model, outcome.ctx
+        trained += 1
+    distributed.leave()
+    log.info("rank %d of %d: %d data-parallel stage(s) done; rank 0 goes on", rank, world, trained)
+    return RunResult(
+        kind="optimize",
+        run_id=task.run_id,
+        ok=True,
+        seconds=round(time.perf_counter() - started, 3),
+        reason=f"worker rank {rank}: data-parallel training done",
+    )
+
+
 def optimize_task(
     task: Task, device: torch.device, log: logging.Logger, started: float
 ) -> RunResult:
@@ -323,6 +356,7 @@ def optimize_task(
     recorded = recorded_at(artifact_uri, task.run_id)
     if recorded is not None:
         log.info("run %s already published at %s: returning its result", task.run_id, artifact_uri)
+        distributed.leave()
         return recorded
     inputs = load_inputs(task)
     holdout = inputs.holdout
@@ -348,12 +382,17 @@ def optimize_task(
         meta=loaded.meta,
         threads=task.evaluation.threads,
     )
+    rank, world = rank_and_world()
+    if rank != 0:
+        return _data_parallel_worker(task, loaded.module, ctx, log, rank, world, started)
     baseline = measure(loaded.module, holdout, device, task.evaluation)
     log.info("baseline: %s", _summary(baseline))
     model = copy.deepcopy(loaded.module)
     reports: list[StageReport] = []
     before = baseline
     for index, stage in enumerate(task.stages, start=1):
+        if stage.type != "retrain":
+            distributed.leave()  # the data-parallel head of the pipeline is over
         log.info("stage %d/%d %s: start", index, len(task.stages), stage.type)
         stage_started = time.perf_counter()
         outcome = apply_stage(stage, model, ctx)
@@ -377,6 +416,7 @@ def optimize_task(
             )
         )
         model, ctx, before = outcome.model, outcome.ctx, after
+    distributed.leave()
     extra_meta: dict[str, Any] = {
         k: v for k, v in loaded.meta.items() if k not in _WEIGHT_META_KEYS
     }

@@ -3,6 +3,14 @@
 ``fit`` is deterministic given a seed on one device: the seed fixes initialisation
 left to the caller, dropout masks and the shuffling order, and deterministic kernels
 are requested (``warn_only``: a kernel without a deterministic variant still runs).
+
+Data-parallel: when a torch.distributed process group is up (torchrun, see
+``optimizer_job.distributed``), ``fit`` trains a DistributedDataParallel wrapper and each
+rank takes its share of every epoch from a DistributedSampler. ``batch_size`` stays the
+*effective* (global) batch: each of W ranks takes ceil(batch_size / W) rows a step and DDP
+averages the gradients, so a step sees the same rows as one process with the whole batch
+(the sampler's permutation is the same in both: seed + epoch). The weights stay identical on
+every rank, so validation (run in full on each) picks the same best epoch everywhere.
 """
 
 from __future__ import annotations
@@ -18,8 +26,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import distributed as dist
 from torch import nn
 from torch.nn import functional
+from torch.utils.data import DistributedSampler
 
 from optimizer_job.contract import BadInputError
 from optimizer_job.dataio import Table
@@ -63,6 +73,51 @@ def _tensors(
     )
 
 
+def rank_and_world() -> tuple[int, int]:
+    """(rank, world size) of the process group, (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class _Rows:
+    """What DistributedSampler needs of a dataset: its length (rows are indexed directly)."""
+
+    def __init__(self, count: int) -> None:
+        self._count = count
+
+    def __len__(self) -> int:
+        return self._count
+
+
+def _epoch_order(
+    sampler: DistributedSampler[int], epoch: int, device: torch.device
+) -> torch.Tensor:
+    sampler.set_epoch(epoch)
+    return torch.tensor(list(sampler), dtype=torch.long).to(device)
+
+
+def _data_parallel(model: nn.Module, device: torch.device, world: int) -> nn.Module:
+    if world < 2:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    # BatchNorm statistics are computed per rank (no SyncBatchNorm: it would replace the
+    # model's modules, and the stages after retraining expect the model's own classes); its
+    # buffers are broadcast from rank 0 at every step, so all ranks still agree.
+    if device.type == "cuda":
+        return DistributedDataParallel(model, device_ids=[device])
+    return DistributedDataParallel(model)
+
+
+def _global_mean(total: float, seen: int, world: int, device: torch.device) -> float:
+    if world < 2:
+        return total / max(seen, 1)
+    sums = torch.tensor([total, float(seen)], dtype=torch.float64, device=device)
+    dist.all_reduce(sums)
+    return float(sums[0] / sums[1].clamp(min=1))
+
+
 def fit(
     model: nn.Module,
     train: Table,
@@ -91,7 +146,19 @@ def fit(
     dtype = model_dtype(model)
     x, y = _tensors(train, device, dtype)
     xv, yv = _tensors(val, device, dtype) if val is not None and len(val) else (None, None)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    rank, world = rank_and_world()
+    net = _data_parallel(model, device, world)
+    step_rows = max(1, math.ceil(batch_size / world))
+    sampler: DistributedSampler[int] = DistributedSampler(
+        _Rows(len(train)),  # type: ignore[arg-type]
+        num_replicas=world,
+        rank=rank,
+        shuffle=True,
+        seed=seed,
+    )
+    if world > 1:
+        log.info("%s: data-parallel rank %d of %d, %d rows a step", stage, rank, world, step_rows)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     eta = Eta(epochs)
     best: tuple[float, float] | None = None  # (accuracy, -loss)
     best_state = copy.deepcopy(model.state_dict())
@@ -101,24 +168,25 @@ def fit(
     stale = 0
     epoch = 0
     with deterministic(seed):
-        order_rng = torch.Generator(device="cpu").manual_seed(seed)
         for epoch in range(1, epochs + 1):
-            model.train()
-            order = torch.randperm(len(train), generator=order_rng).to(device)
+            net.train()
+            order = _epoch_order(sampler, epoch, device)
             total, seen = 0.0, 0
-            for start in range(0, len(train), batch_size):
-                rows = order[start : start + batch_size]
+            for start in range(0, len(order), step_rows):
+                rows = order[start : start + step_rows]
                 if len(rows) < 2 and seen:
-                    continue  # BatchNorm cannot train on one row; it is one row of an epoch
+                    # BatchNorm cannot train on one row; it is one row of an epoch. Every
+                    # rank has as many rows as the others, so all of them skip it together.
+                    continue
                 optimizer.zero_grad(set_to_none=True)
                 loss = functional.cross_entropy(
-                    model(x[rows]), y[rows], label_smoothing=label_smoothing
+                    net(x[rows]), y[rows], label_smoothing=label_smoothing
                 )
                 loss.backward()  # type: ignore[no-untyped-call]
                 optimizer.step()
                 total += float(loss.detach()) * len(rows)
                 seen += len(rows)
-            train_loss = total / max(seen, 1)
+            train_loss = _global_mean(total, seen, world, device)
             if xv is None or yv is None:
                 best_epoch, best_train_loss = epoch, train_loss
                 best_state = copy.deepcopy(model.state_dict())

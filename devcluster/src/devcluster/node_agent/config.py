@@ -34,6 +34,13 @@ class AgentConfig:
     crash_backoff_max: float = 300.0
     shutdown_grace_seconds: float = 10.0
     inherit_env: list[str] = field(default_factory=list)
+    # Cluster DNS (the kubelet's --cluster-dns / --cluster-domain): empty = Pods use the host's.
+    cluster_dns: str = ""
+    cluster_domain: str = "cluster.local"
+    # Where Pod IPs come from: "" = this node's 127.N.0.0/16 loopback block; a CIDR (routed
+    # locally, e.g. `ip route add local 198.18.0.0/15 dev lo`) for addresses that may appear in
+    # EndpointSlices (the API server refuses loopback endpoints, so cluster DNS needs these).
+    pod_cidr: str = ""
 
     @property
     def logs_dir(self) -> Path:
@@ -129,6 +136,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="an environment variable of the agent that containers inherit (repeatable)",
     )
+    parser.add_argument(
+        "--cluster-dns",
+        default="",
+        help="IP of the cluster DNS server written into each Pod's resolv.conf (port 53)",
+    )
+    parser.add_argument("--cluster-domain", default="cluster.local")
+    parser.add_argument(
+        "--pod-cidr",
+        default="",
+        help="draw Pod IPs from this locally routed CIDR instead of a 127.N.0.0/16 block",
+    )
     return parser
 
 
@@ -160,4 +178,7 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
         crash_backoff_max=args.crash_backoff_max,
         shutdown_grace_seconds=args.shutdown_grace_seconds,
         inherit_env=DEFAULT_INHERITED_ENV + list(args.inherit_env),
+        cluster_dns=args.cluster_dns,
+        cluster_domain=args.cluster_domain,
+        pod_cidr=args.pod_cidr,
     )

@@ -70,6 +70,8 @@ class LaunchContext:
     pod_ip: str
     pod_dir: Path
     gpu_env: Mapping[str, str]
+    cluster_dns: str = ""
+    cluster_domain: str = "cluster.local"
 
 
 def service_env(host: str, port: int) -> dict[str, str]:
@@ -115,22 +117,88 @@ def _volume_mounts(container: Obj, volumes: PodVolumes, env: Mapping[str, str]) 
     return sorted(mounts, key=lambda m: len(Path(m.target).parts))
 
 
+def pod_hostname(pod: Obj) -> str:
+    """The kubelet's rule: spec.hostname, else the Pod's name (at most 63 characters)."""
+    spec = pod.get("spec") or {}
+    name: str = spec.get("hostname") or pod["metadata"]["name"]
+    return name[:63].rstrip("-.")
+
+
+def pod_fqdn(pod: Obj, cluster_domain: str) -> str | None:
+    """<hostname>.<subdomain>.<namespace>.svc.<domain> for a Pod with a subdomain."""
+    subdomain = (pod.get("spec") or {}).get("subdomain")
+    if not subdomain:
+        return None
+    namespace = pod["metadata"].get("namespace", "default")
+    return f"{pod_hostname(pod)}.{subdomain}.{namespace}.svc.{cluster_domain}"
+
+
+def resolv_conf(pod: Obj, cluster_dns: str, cluster_domain: str) -> str | None:
+    """The Pod's /etc/resolv.conf as the kubelet writes it; None: the host's file.
+
+    dnsPolicy ClusterFirst (the default) uses the cluster DNS with the namespace's search
+    domains, except for hostNetwork Pods (ClusterFirstWithHostNet opts them in); Default is
+    the host's resolver; None takes only dnsConfig. dnsConfig's nameservers and searches are
+    appended and its options override.
+    """
+    spec = pod.get("spec") or {}
+    policy = spec.get("dnsPolicy") or "ClusterFirst"
+    config = spec.get("dnsConfig") or {}
+    cluster = bool(cluster_dns) and (
+        policy == "ClusterFirstWithHostNet"
+        or (policy == "ClusterFirst" and not spec.get("hostNetwork"))
+    )
+    if policy != "None" and not cluster:
+        return None
+    namespace = pod["metadata"].get("namespace", "default")
+    nameservers: list[str] = [cluster_dns] if cluster else []
+    searches = (
+        [f"{namespace}.svc.{cluster_domain}", f"svc.{cluster_domain}", cluster_domain]
+        if cluster
+        else []
+    )
+    options: dict[str, str | None] = {"ndots": "5"} if cluster else {}
+    nameservers += [str(n) for n in config.get("nameservers") or []]
+    searches += [str(s) for s in config.get("searches") or []]
+    for option in config.get("options") or []:
+        options[str(option["name"])] = option.get("value")
+    lines = [f"nameserver {n}" for n in nameservers[:3]]
+    if searches:
+        lines.append("search " + " ".join(searches[:32]))
+    if options:
+        lines.append(
+            "options " + " ".join(k if v is None else f"{k}:{v}" for k, v in options.items())
+        )
+    return "\n".join(lines) + "\n"
+
+
 def _etc_files(pod: Obj, context: LaunchContext) -> list[BindMount]:
-    name = pod["metadata"]["name"]
+    name = pod_hostname(pod)
     hosts = context.pod_dir / "etc-hosts"
     hostname = context.pod_dir / "etc-hostname"
+    resolv = context.pod_dir / "etc-resolv.conf"
+    resolv_text = resolv_conf(pod, context.cluster_dns, context.cluster_domain)
     if not hosts.exists():
         hosts.parent.mkdir(parents=True, exist_ok=True)
         lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+        fqdn = pod_fqdn(pod, context.cluster_domain)
         if context.pod_ip != "127.0.0.1":
-            lines.append(f"{context.pod_ip}\t{name}")
+            lines.append(
+                f"{context.pod_ip}\t{fqdn}\t{name}" if fqdn else f"{context.pod_ip}\t{name}"
+            )
         for alias in pod.get("spec", {}).get("hostAliases") or []:
             lines.append(f"{alias['ip']}\t{' '.join(alias.get('hostnames') or [])}")
         hosts.write_text("\n".join(lines) + "\n")
         hosts.chmod(0o644)
         hostname.write_text(name + "\n")
         hostname.chmod(0o644)
-    return [BindMount(str(hosts), "/etc/hosts"), BindMount(str(hostname), "/etc/hostname")]
+        if resolv_text is not None:
+            resolv.write_text(resolv_text)
+            resolv.chmod(0o644)
+    mounts = [BindMount(str(hosts), "/etc/hosts"), BindMount(str(hostname), "/etc/hostname")]
+    if resolv_text is not None:
+        mounts.append(BindMount(str(resolv), "/etc/resolv.conf"))
+    return mounts
 
 
 def build_launch_spec(
@@ -158,9 +226,14 @@ def build_launch_spec(
     image_env = {
         "PATH": f"{context.python_bin_dir}:{SYSTEM_PATH}",
         "HOME": "/root" if as_root else "/",
-        "HOSTNAME": pod["metadata"]["name"],
+        "HOSTNAME": pod_hostname(pod),
         # Like `ENV PYTHONUNBUFFERED=1` in a Python image: logs appear as they are written.
         "PYTHONUNBUFFERED": "1",
+        # A Pod IP here is routed to lo but sits on no interface, and gloo / NCCL look their
+        # host's address up among the interfaces: on this one-host network, point them at lo
+        # (a Pod's env overrides it). On a cluster the Pod IP is on the Pod's eth0.
+        "GLOO_SOCKET_IFNAME": "lo",
+        "NCCL_SOCKET_IFNAME": "lo",
     }
     env = {**image_env, **context.inherited_env, **declared, **context.gpu_env}
     mounts = _volume_mounts(container, volumes, env)
@@ -173,7 +246,7 @@ def build_launch_spec(
         argv=expand_command(container, declared),
         env=env,
         working_dir=container.get("workingDir") or "/",
-        hostname="" if host_network else pod["metadata"]["name"],
+        hostname="" if host_network else pod_hostname(pod),
         mounts=mounts,
         uid=identity.uid,
         gid=identity.gid,

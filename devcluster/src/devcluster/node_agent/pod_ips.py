@@ -4,10 +4,16 @@ All of 127.0.0.0/8 reaches the loopback interface on Linux, so each Pod can have
 address and several Pods can listen on one port. Each node draws from its own 127.N.0.0/16
 block (N from the node's name) so two agents on one machine rarely meet, and a candidate is
 also checked against the Pods of the whole cluster.
+
+The API server refuses loopback addresses in EndpointSlices, so with cluster DNS the node
+draws from a locally routed CIDR instead (`--pod-cidr`, e.g. 198.18.0.0/15 made local with
+`ip route add local 198.18.0.0/15 dev lo`, which the devcluster sets up): it is split into 256
+blocks the same way, and headless Services then resolve to addresses Pods can connect to.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import zlib
 from collections.abc import Callable
@@ -21,17 +27,40 @@ def node_block(node_name: str) -> int:
 
 
 class PodIPAllocator:
-    def __init__(self, node_name: str, taken_elsewhere: Callable[[str], bool]) -> None:
+    def __init__(
+        self, node_name: str, taken_elsewhere: Callable[[str], bool], cidr: str = ""
+    ) -> None:
         self._block = node_block(node_name)
         self._taken_elsewhere = taken_elsewhere
         self._by_uid: dict[str, str] = {}
         self._next = 0
         self._lock = threading.Lock()
+        self._network: ipaddress.IPv4Network | None = None
+        if cidr:
+            network = ipaddress.IPv4Network(cidr)
+            size = network.num_addresses // 256
+            if size < 4:
+                raise ValueError(f"pod CIDR {cidr} is too small (at least a /22)")
+            first = int(network.network_address) + self._block * size
+            self._network = ipaddress.IPv4Network((first, 32 - (size.bit_length() - 1)))
+            # Skip x.x.x.0 and x.x.x.255: valid here, but confusing to read in a listing.
+            self._count = size - 2 * (size // 256 or 1)
+        else:
+            self._count = 256 * 254
 
     def _address(self, index: int) -> str:
-        return f"127.{self._block}.{index // 254}.{index % 254 + 1}"
+        if self._network is None:
+            return f"127.{self._block}.{index // 254}.{index % 254 + 1}"
+        per_octet = min(254, self._network.num_addresses - 2)
+        offset = (index // per_octet) * 256 + index % per_octet + 1
+        return str(self._network.network_address + offset)
 
     def owns(self, address: str) -> bool:
+        if self._network is not None:
+            try:
+                return ipaddress.IPv4Address(address) in self._network
+            except ValueError:
+                return False
         parts = address.split(".")
         return len(parts) == 4 and parts[0] == "127" and parts[1] == str(self._block)
 
@@ -43,9 +72,9 @@ class PodIPAllocator:
             if preferred and self.owns(preferred) and preferred not in used:
                 self._by_uid[uid] = preferred
                 return preferred
-            for _ in range(256 * 254):
+            for _ in range(self._count):
                 candidate = self._address(self._next)
-                self._next = (self._next + 1) % (256 * 254)
+                self._next = (self._next + 1) % self._count
                 if candidate not in used and not self._taken_elsewhere(candidate):
                     self._by_uid[uid] = candidate
                     return candidate

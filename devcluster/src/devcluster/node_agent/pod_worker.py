@@ -373,6 +373,8 @@ class PodWorker:
                 pod_ip=self._ip,
                 pod_dir=runtime.volumes.pod_dir(self.uid),
                 gpu_env=GpuAllocator.visible_devices_env(devices),
+                cluster_dns=runtime.config.cluster_dns,
+                cluster_domain=runtime.config.cluster_domain,
             )
             spec = build_launch_spec(
                 pod,

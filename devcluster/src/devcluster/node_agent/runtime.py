@@ -46,7 +46,7 @@ class NodeRuntime:
             kube=kube,
             allocatable=allocatable,
             events=EventRecorder(kube, config.node_name),
-            ips=PodIPAllocator(config.node_name, taken_elsewhere),
+            ips=PodIPAllocator(config.node_name, taken_elsewhere, config.pod_cidr),
             gpus=GpuAllocator(config.gpu_devices),
             volumes=VolumeManager(kube, config.pods_dir, allocatable, HOST_IP),
             inherited_env={k: os.environ[k] for k in config.inherit_env if k in os.environ},

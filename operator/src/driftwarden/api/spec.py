@@ -46,6 +46,8 @@ QUANTITY_PATTERN = (
 )
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# Data-parallel retraining: more workers than this is not what a single run should ask for.
+MAX_WORKERS = 16
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
@@ -480,6 +482,12 @@ class JobSpec(SpecModel):
     backoff_limit: Annotated[int, Field(ge=0, le=10)] = 2
     active_deadline_seconds: Annotated[int, Field(ge=60, le=604_800)] = 3600
     ttl_seconds_after_finished: Annotated[int, Field(ge=60, le=604_800)] = 3600
+    workers: Annotated[int, Field(ge=1, le=MAX_WORKERS)] = 1
+    gang_timeout_seconds: Annotated[int, Field(ge=30, le=86_400)] = 600
+    queue_name: (
+        Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=DNS_LABEL_PATTERN)]
+        | None
+    ) = None
 
 
 class ModelOptimizationSpec(SpecModel):

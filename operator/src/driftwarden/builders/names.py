@@ -80,12 +80,12 @@ def label_value(text: str) -> str:
     return dns_label(text)
 
 
-def job_name(optimization: str, run_id: str, kind: str) -> str:
-    """`<optimization>-<kind>-<run id>`, at most 63 characters (the Job controller puts
-    the name into a label of its Pods). A long resource name is cut and hashed; the kind
+def job_name(optimization: str, run_id: str, kind: str, *, limit: int = DNS_LABEL_MAX) -> str:
+    """`<optimization>-<kind>-<run id>`, at most `limit` (63) characters (the Job controller
+    puts the name into a label of its Pods). A long resource name is cut and hashed; the kind
     and run id always stay readable at the end."""
     tail = f"-{kind}-{run_id}"
-    return dns_label(optimization, DNS_LABEL_MAX - len(tail)) + tail
+    return dns_label(optimization, limit - len(tail)) + tail
 
 
 def task_configmap_name(job: str) -> str:

@@ -65,6 +65,9 @@ def job_settings(spec: ModelOptimizationSpec, config: OperatorConfig) -> JobSett
         ttl_seconds_after_finished=job.ttl_seconds_after_finished,
         pvc_mount_root=config.pvc_mount_root,
         storage_secret=storage_secret(spec),
+        workers=job.workers,
+        gang_timeout_seconds=job.gang_timeout_seconds,
+        queue_name=job.queue_name,
     )
 
 

@@ -4,6 +4,7 @@ failed for a reason a person can act on. Pure: the caller passes the objects it 
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -80,6 +81,72 @@ def _exit_reason(exit_code: int | None) -> str:
     return "JobFailed"
 
 
+# Set by the operator, with the Job's activeDeadlineSeconds cut short, when a gang's workers
+# did not all start in time: the reason travels with the change that fails the Job.
+GANG_FAILURE_ANNOTATION = "driftwarden.io/gang-failure"
+GANG_TIMEOUT_REASON = "GangTimeout"
+
+
+def _index(pod: Json) -> str:
+    annotations = pod["metadata"].get("annotations") or {}
+    return str(annotations.get(job_builder.COMPLETION_INDEX_ANNOTATION, "?"))
+
+
+def _first_failed_worker(pods: list[Json]) -> list[Json]:
+    """A gang's Pods, the first to fail first: the others usually fail because of it (their
+    peer vanished, or the Job stopped them)."""
+    failed = [p for p in pods if ((_terminated(p) or {}).get("exitCode") or 0) != 0]
+
+    def finished(pod: Json) -> str:
+        return str((_terminated(pod) or {}).get("finishedAt") or "~")
+
+    return sorted(failed, key=finished)
+
+
+def _parse_time(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def gang_stalled(job: Json, pods: list[Json], now: dt.datetime) -> str | None:
+    """Why a gang cannot start, once its workers waited past the Job's gang timeout: some
+    worker's Pod is still Pending (unschedulable, say) or was never created. None while the
+    gang may still come together, or for a Job of one Pod."""
+    workers = job_builder.workers_of(job)
+    annotations = job["metadata"].get("annotations") or {}
+    if workers < 2 or is_finished(job) or (job.get("spec") or {}).get("suspend"):
+        return None
+    started = (job.get("status") or {}).get("startTime")
+    timeout = int(annotations.get(job_builder.GANG_TIMEOUT_ANNOTATION) or 0)
+    if not started or timeout <= 0:
+        return None
+    waited = (now - _parse_time(started)).total_seconds()
+    if waited < timeout:
+        return None
+    by_index: dict[str, Json] = {}
+    for pod in pods:
+        if not pod["metadata"].get("deletionTimestamp"):
+            by_index[_index(pod)] = pod
+    waiting: list[str] = []
+    for index in range(workers):
+        worker = by_index.get(str(index))
+        if worker is None:
+            waiting.append(f"worker {index}: no Pod")
+            continue
+        if (worker.get("status") or {}).get("phase") not in (None, "Pending"):
+            continue
+        detail = "Pending"
+        for condition in (worker.get("status") or {}).get("conditions") or []:
+            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+                detail = f"{condition.get('reason') or 'Unschedulable'}: {condition.get('message')}"
+        waiting.append(f"worker {index}: {detail}")
+    if not waiting:
+        return None
+    return (
+        f"{len(waiting)} of {workers} workers did not start within the gang timeout of "
+        f"{timeout} s (job.gangTimeoutSeconds); " + "; ".join(waiting)
+    )[:1024]
+
+
 def outcome(job: Json, pods: list[Json]) -> JobOutcome:
     """Read the run's state from its Job and that Job's Pods."""
     status = job.get("status") or {}
@@ -117,6 +184,12 @@ def outcome(job: Json, pods: list[Json]) -> JobOutcome:
     finished = failed.get("lastTransitionTime")
     job_reason = str(failed.get("reason") or "JobFailed")
     job_message = str(failed.get("message") or "")
+    gang_failure = (job["metadata"].get("annotations") or {}).get(GANG_FAILURE_ANNOTATION)
+    if gang_failure:
+        return JobOutcome("Failed", GANG_TIMEOUT_REASON, gang_failure, None, started, finished)
+    gang = job_builder.workers_of(job) > 1
+    if gang:
+        ordered = _first_failed_worker(pods) or ordered
     for pod in ordered:
         terminated = _terminated(pod)
         if not terminated:
@@ -133,6 +206,12 @@ def outcome(job: Json, pods: list[Json]) -> JobOutcome:
         message = f"{detail} (exit code {exit_code})" if detail else f"exit code {exit_code}"
         if job_reason not in ("PodFailurePolicy", "BackoffLimitExceeded"):
             message = f"{job_message}; last attempt: {message}" if job_message else message
+        if gang:
+            workers = job_builder.workers_of(job)
+            message = (
+                f"worker {_index(pod)} of {workers} (Pod {pod['metadata']['name']}) failed "
+                f"first: {message}"
+            )
         return JobOutcome("Failed", reason, message, result, started, finished)
     # No Pod to read: the Job's own words (DeadlineExceeded names the deadline).
     return JobOutcome(

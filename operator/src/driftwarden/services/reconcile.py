@@ -55,6 +55,7 @@ from driftwarden.policy import from_api, run_history
 from driftwarden.policy.gates import speed_gate
 from driftwarden.runtime import Runtime
 from driftwarden.services import admission_policy
+from driftwarden.services import gangs
 from driftwarden.services import jobs as job_state
 from driftwarden.services.loop import Hold, Loop, LoopContext
 from driftwarden.services.planning import RunPlan, model_in_use, wanted_run
@@ -376,7 +377,10 @@ class ReconcilePass:
             elif self.active_job is None:
                 try:
                     self.active_job = self._ensure_started(job)
-                except NameConflictError as error:
+                    self.active_job = gangs.enforce_gang_timeout(
+                        self.kube, self.namespace, self.active_job, self.now
+                    )
+                except (NameConflictError, gangs.ServiceConflictError) as error:
                     self.blocked = Blocked(JOB_NAME_CONFLICT, str(error), input_problem=True)
                     self.active_job = job
                 self._set_active(self.active_job, created=False)
@@ -407,6 +411,7 @@ class ReconcilePass:
                 f"ConfigMap {meta['name']} exists and does not belong to run {_run_id(job)}"
             )
         crash_point("configmap-created")
+        gangs.ensure_worker_service(self.kube, self.namespace, job)
         resumed = self.kube.patch_job(
             self.namespace,
             meta["name"],
@@ -626,7 +631,7 @@ class ReconcilePass:
             crash_point("job-created")
         try:
             job = self._ensure_started(job)
-        except NameConflictError as error:
+        except (NameConflictError, gangs.ServiceConflictError) as error:
             self.blocked = Blocked(JOB_NAME_CONFLICT, str(error), input_problem=True)
             return
         if job_state.is_finished(job):
