@@ -54,8 +54,7 @@ from driftwarden.k8s import ApiError, ConflictError
 from driftwarden.policy import from_api, run_history
 from driftwarden.policy.gates import speed_gate
 from driftwarden.runtime import Runtime
-from driftwarden.services import admission_policy
-from driftwarden.services import gangs
+from driftwarden.services import admission_policy, gangs
 from driftwarden.services import jobs as job_state
 from driftwarden.services.loop import Hold, Loop, LoopContext
 from driftwarden.services.planning import RunPlan, model_in_use, wanted_run
