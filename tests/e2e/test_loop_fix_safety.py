@@ -222,9 +222,12 @@ def test_retargeting_or_removing_the_target_reverts_the_fix_where_it_was_applied
         "limits": {"cpu": "16"},
     }
 
-    # spec.target removed (with the fix settings: the CRD refuses a fix without a target):
-    # the fix is reverted where it is, the Deployment handed back.
-    removal = [{"op": "remove", "path": f"/spec/{key}"} for key in ("target", "temporaryFix")]
+    # spec.target removed - with the fix settings and Automatic promotion, which the CRD
+    # refuses without a target: the fix is reverted where it is, the Deployment handed back.
+    removal: list[dict[str, Any]] = [
+        {"op": "remove", "path": f"/spec/{key}"} for key in ("target", "temporaryFix")
+    ]
+    removal.append({"op": "add", "path": "/spec/promotion", "value": {"mode": "Manual"}})
     patch_mo(devcluster, namespace, removal, kind="json")
     removed = wait_status("the revert", devcluster, namespace, NAME, fix_off, operator)
     assert "spec.target was removed" in condition(removed, "TemporaryFixActive")["message"]
