@@ -150,9 +150,7 @@ def test_a_raise_whose_status_was_lost_is_adopted_not_raised_again(
         devcluster, namespace, operators, tmp_path, crash_at="fix-applied"
     )
     assert operator.wait(300) == 137, operator.log_tail()
-    raised = deployment(devcluster, namespace, SERVER)
-    assert container_of(raised)["resources"] == RAISED
-    assert RECORD in raised["metadata"]["annotations"]
+    assert resources(devcluster, namespace) == RAISED
     assert not fix_active(get_json(devcluster, "mo", NAME, "-n", namespace).get("status") or {})
 
     operator.start()
@@ -161,6 +159,7 @@ def test_a_raise_whose_status_was_lost_is_adopted_not_raised_again(
     assert record["original"] == [{"container": "server", **CPU_ORIGINAL}]
     assert record["applied"] == [{"container": "server", **APPLIED}]
     assert record["deployment"] == SERVER
+    assert resources(devcluster, namespace) == RAISED  # not raised on the raised values
     assert "adopted" in condition(adopted, "TemporaryFixActive")["message"]
     # Two more evaluations, all over the SLO: the fix is kept, never raised again.
     wait_status(
