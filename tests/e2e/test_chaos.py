@@ -39,12 +39,12 @@ from loop_support import (
     RESYNC,
     apply_yaml,
     container_of,
-    copy_tree,
     deployment,
     mo_status,
     serving_deployment,
+    slow_model_and_data,
 )
-from operator_process import OperatorProcess, jobs_of, scratch_dir, wait_for
+from operator_process import OperatorProcess, jobs_of, wait_for
 
 from devcluster.controlplane import Cluster
 
@@ -77,20 +77,21 @@ def chaos_manifest(model: str, data: Path, artifacts: Path) -> dict[str, Any]:
         "spec": {
             "model": {"uri": model},
             "data": {
-                "reference": f"file://{data}/reference.parquet",
-                "current": f"file://{data}/current.parquet",
-                "holdout": f"file://{data}/holdout.parquet",
+                "reference": f"file://{data}/reference.npz",
+                "current": f"file://{data}/current.npz",
+                "holdout": f"file://{data}/holdout.npz",
             },
             "artifacts": {"uri": f"file://{artifacts}"},
             "target": {"deployment": SERVER},
-            "pipeline": [{"retrain": {"epochs": 1}}],
-            "gates": {"maxAccuracyDropPercent": 1},
+            "pipeline": [{"prune": {"method": "structured", "amountPercent": 30,
+                                    "fineTuneEpochs": 1}}],
+            "gates": {"maxAccuracyDropPercent": 5},
             "promotion": {"mode": "Automatic", "rollback": True},
-            "triggers": {"latency": {"p95Ms": 1, "batchSize": 1}, "cooldown": "0s",
+            "triggers": {"latency": {"p95Ms": 1, "batchSize": 32}, "cooldown": "0s",
                          "maxRunsPerDay": 100},
             "temporaryFix": {"cpuPercent": 200, "memoryPercent": 150, "expiresAfter": "20s"},
             "monitoring": {"interval": "10s",
-                           "latency": {"batchSizes": [1], "warmup": 1, "iterations": 5}},
+                           "latency": {"batchSizes": [32], "warmup": 2, "iterations": 10}},
             "job": {"resources": {"cpu": "500m", "memory": "1Gi"},
                     "backoffLimit": 1, "ttlSecondsAfterFinished": 7200},
         },
@@ -165,13 +166,15 @@ def test_the_loop_keeps_its_invariants_under_api_faults_and_kills(
     devcluster: Cluster,
     namespace: str,
     operators: list[OperatorProcess],
-    job_example: Path,
     tmp_path: Path,
 ) -> None:
     rng = random.Random(SEED)
-    data = copy_tree(job_example / "data", "chaos-data-")
-    artifacts = scratch_dir("chaos-artifacts-")
-    model = f"file://{job_example}/model"
+    # The wide CNN of the latency tests: its p95 at batch 32 breaks a 1 ms SLO, so the
+    # temporary fix is applied whenever the test sets that SLO; pruning keeps working on a
+    # pruned model, so every run has a candidate.
+    root, data = slow_model_and_data()
+    artifacts = root / "artifacts"
+    model = f"file://{root}/model"
     apply_yaml(devcluster, namespace, serving_deployment(model, name=SERVER))
     before = container_of(deployment(devcluster, namespace, SERVER))
     apply_yaml(devcluster, namespace, chaos_manifest(model, data, artifacts))

@@ -150,9 +150,7 @@ def test_a_raise_whose_status_was_lost_is_adopted_not_raised_again(
         devcluster, namespace, operators, tmp_path, crash_at="fix-applied"
     )
     assert operator.wait(300) == 137, operator.log_tail()
-    raised = deployment(devcluster, namespace, SERVER)
-    assert container_of(raised)["resources"] == RAISED
-    assert RECORD in raised["metadata"]["annotations"]
+    assert resources(devcluster, namespace) == RAISED
     assert not fix_active(get_json(devcluster, "mo", NAME, "-n", namespace).get("status") or {})
 
     operator.start()
@@ -161,6 +159,7 @@ def test_a_raise_whose_status_was_lost_is_adopted_not_raised_again(
     assert record["original"] == [{"container": "server", **CPU_ORIGINAL}]
     assert record["applied"] == [{"container": "server", **APPLIED}]
     assert record["deployment"] == SERVER
+    assert resources(devcluster, namespace) == RAISED  # not raised on the raised values
     assert "adopted" in condition(adopted, "TemporaryFixActive")["message"]
     # Two more evaluations, all over the SLO: the fix is kept, never raised again.
     wait_status(
@@ -222,9 +221,12 @@ def test_retargeting_or_removing_the_target_reverts_the_fix_where_it_was_applied
         "limits": {"cpu": "16"},
     }
 
-    # spec.target removed (with the fix settings: the CRD refuses a fix without a target):
-    # the fix is reverted where it is, the Deployment handed back.
-    removal = [{"op": "remove", "path": f"/spec/{key}"} for key in ("target", "temporaryFix")]
+    # spec.target removed - with the fix settings and Automatic promotion, which the CRD
+    # refuses without a target: the fix is reverted where it is, the Deployment handed back.
+    removal: list[dict[str, Any]] = [
+        {"op": "remove", "path": f"/spec/{key}"} for key in ("target", "temporaryFix")
+    ]
+    removal.append({"op": "add", "path": "/spec/promotion", "value": {"mode": "Manual"}})
     patch_mo(devcluster, namespace, removal, kind="json")
     removed = wait_status("the revert", devcluster, namespace, NAME, fix_off, operator)
     assert "spec.target was removed" in condition(removed, "TemporaryFixActive")["message"]

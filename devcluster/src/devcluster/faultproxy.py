@@ -156,7 +156,14 @@ class FaultProxy:
         headers, kind = self._upstream_headers(request)
         url = self.upstream + request.rel_url.path_qs
         async with self.session(kind).request(
-            request.method, url, headers=headers, data=body or None, allow_redirects=False
+            request.method,
+            url,
+            headers=headers,
+            data=body or None,
+            allow_redirects=False,
+            # A body without a Content-Type (the Python client sends some) must reach the
+            # apiserver so, not as the application/octet-stream aiohttp would add.
+            skip_auto_headers=() if "Content-Type" in headers else ("Content-Type",),
         ) as upstream:
             if fault is not None:  # the apiserver did it; the client will not know
                 await upstream.read()
