@@ -24,7 +24,9 @@ def _tenths(dtype: type[np.floating]) -> np.ndarray:
     return np.tile(np.array([0.1, 0.2, 0.3], dtype=dtype), 400)[:, None]
 
 
-@pytest.mark.parametrize(("ref_dtype", "cur_dtype"), [(np.float32, np.float64), (np.float64, np.float32)])
+@pytest.mark.parametrize(
+    ("ref_dtype", "cur_dtype"), [(np.float32, np.float64), (np.float64, np.float32)]
+)
 def test_same_values_in_float32_and_float64_are_not_drift(
     ref_dtype: type[np.floating], cur_dtype: type[np.floating]
 ) -> None:
@@ -115,7 +117,7 @@ def test_integers_above_2_53_compare_exactly() -> None:
 def test_large_integers_against_floats_are_refused_with_the_column_named() -> None:
     reference = (2**60 + np.arange(100, dtype=np.int64))[:, None]
     current = reference.astype(np.float64)
-    with pytest.raises(ValueError, match="'id'.*2\\^53"):
+    with pytest.raises(ValueError, match=r"'id'.*2\^53"):
         compare(reference, current, ["id"])
 
 
@@ -172,3 +174,33 @@ def test_fitted_reference_keeps_float64_columns_as_float32_when_exact() -> None:
     small_ints = rng.integers(0, 1000, size=(5000, 2))
     fitted_ints = FittedReference.fit(small_ints, ["i", "j"], sample_rows=0)
     assert fitted_ints.nbytes <= small_ints.nbytes // 2 + 4096
+
+
+def test_evaluate_memory_is_checked_before_reading_the_data(tmp_path: Path) -> None:
+    from optimizer_job.contract import BadInputError
+    from optimizer_job.memory import (
+        check_evaluate_memory,
+        evaluate_memory_bytes,
+        memory_limit_bytes,
+        table_shape,
+    )
+
+    rows = np.zeros((1000, 3), dtype=np.float32)
+    pq.write_table(
+        pa.table({"a": rows[:, 0], "b": rows[:, 1], "label": rows[:, 2]}), tmp_path / "t.parquet"
+    )
+    np.savez(tmp_path / "t.npz", X=np.zeros((700, 5), dtype=np.float32))
+    assert table_shape(tmp_path / "t.parquet") == (1000, 3)
+    assert table_shape(tmp_path / "t.npz") == (700, 5)
+    assert table_shape(tmp_path / "t.csv") is None
+    (tmp_path / "memory.max").write_text("max\n")
+    assert memory_limit_bytes(tmp_path / "memory.max") is None
+    (tmp_path / "memory.max").write_text(f"{512 * 2**20}\n")
+    limit = memory_limit_bytes(tmp_path / "memory.max")
+    assert limit == 512 * 2**20
+    big = {"reference": (1_000_000, 50), "current": (1_000_000, 50), "holdout": None}
+    estimate = evaluate_memory_bytes(1_000_000, 1_000_000, 50)
+    assert estimate > 2 * 1_000_000 * 50 * 4  # at least the two float32 tables
+    with pytest.raises(BadInputError, match=r"job\.resources\.memory.*MiB"):
+        check_evaluate_memory(big, workers=2, multivariate=False, limit=limit)
+    assert check_evaluate_memory(big, workers=2, multivariate=False, limit=None) == estimate

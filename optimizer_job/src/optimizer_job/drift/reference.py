@@ -28,7 +28,7 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
-from optimizer_job.drift.univariate import FloatArray, IntArray, bin_counts
+from optimizer_job.drift.univariate import IntArray, bin_counts
 
 FORMAT_VERSION = 2
 
@@ -91,9 +91,9 @@ def as_numeric_matrix(data: Any, what: str) -> ValueArray:
         return array.astype(np.float32, copy=False) if array.itemsize < 4 else array
     if array.dtype.kind == "b":
         return array.astype(np.int8)
-    if array.dtype.kind == "u" and array.itemsize == 8 and array.size:
-        if int(array.max()) > np.iinfo(np.int64).max:
-            raise ValueError(f"{what} has unsigned values above 2**63 - 1")
+    too_large = array.dtype.kind == "u" and array.itemsize == 8 and array.size
+    if too_large and int(array.max()) > np.iinfo(np.int64).max:
+        raise ValueError(f"{what} has unsigned values above 2**63 - 1")
     if array.dtype.kind in "iu":
         return array.astype(np.int64, copy=False)
     raise ValueError(f"{what} must be numeric, got dtype {array.dtype}")
@@ -317,7 +317,7 @@ class FittedReference:
                             dtypes[index] if dtypes else str(categories.dtype),
                         )
                     )
-            sample = data["sample"] if "sample" in data else None
+            sample = data.get("sample")
             return cls(names, tuple(features), int(data["n_rows"]), int(data["bins"]), sample)
 
 

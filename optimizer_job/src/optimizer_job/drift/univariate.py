@@ -1,9 +1,10 @@
 """Drift statistics of one feature: a reference column against a current column.
 
 Numeric columns arrive sorted ascending, both in one type (float32, float64 or
-int64; see ``reference.comparison_dtype``): integers are compared exactly. The reference is sorted once, when it is
-fitted; the current column once per comparison. Every statistic here reads the two
-sorted arrays, so no statistic sorts again and only Wasserstein builds a merged copy.
+int64; see ``reference.comparison_dtype``): integers are compared exactly. The
+reference is sorted once, when it is fitted; the current column once per comparison.
+Every statistic here reads the two sorted arrays, so no statistic sorts again and
+only Wasserstein builds a merged copy.
 
 The results equal SciPy's: ``ks_test`` matches
 ``scipy.stats.ks_2samp(reference, current)`` (two-sided, ``method="auto"``),

@@ -48,8 +48,8 @@ import numpy as np
 from scipy import stats as sp_stats
 
 from optimizer_job.contract import DriftReport
-from optimizer_job.drift.multiple_testing import Correction, adjust_pvalues
 from optimizer_job.drift import multivariate as multivariate_drift
+from optimizer_job.drift.multiple_testing import Correction, adjust_pvalues
 from optimizer_job.drift.reference import (
     FittedReference,
     as_numeric_matrix,
@@ -148,9 +148,8 @@ def compare(
         rows = f"{n_ref} reference and {n_cur} current rows"
     insufficient = None
     if have < needed:
-        insufficient = (
-            f"{rows}: drift metric {metric} needs at least {needed}"
-            + (f" at threshold {threshold:g}" if metric in ("psi", "jensenshannon") else "")
+        insufficient = f"{rows}: drift metric {metric} needs at least {needed}" + (
+            f" at threshold {threshold:g}" if metric in ("psi", "jensenshannon") else ""
         )
         drifted = np.zeros_like(drifted)
 
@@ -160,7 +159,7 @@ def compare(
             multivariate = multivariate_drift.domain_classifier(
                 _reference_rows(reference, fitted), current_matrix, names, alpha=alpha
             )
-        score = multivariate.auroc if multivariate else float("nan")
+        score = multivariate.auroc if multivariate else 0.5  # 0.5: no evidence either way
         detected = multivariate is not None and multivariate.p_value <= alpha
     else:
         score = float(np.nanmean(stats[metric]))
