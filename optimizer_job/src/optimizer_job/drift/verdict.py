@@ -32,7 +32,7 @@ Rules (the same for every metric):
     that law's 1 - alpha quantile: below it the score is over the threshold in more
     than alpha of comparisons without any drift.
   - ``wasserstein``: 100 rows (it is in the feature's units: no scale-free law).
-  - ``multivariate``: 50 rows per side.
+  - ``multivariate``: 100 rows per side.
 
 Prediction drift (the model's output probabilities, reference vs current) is
 reported as ``prediction_drift_p`` and does not change ``detected``.
