@@ -71,7 +71,7 @@ spec:
   pipeline:
     - retrain: {{epochs: 8, data: ReferenceAndCurrent}}
   triggers:
-    drift: {{threshold: "0.2", consecutiveWindows: 2}}
+    drift: {{metric: psi, threshold: "0.2", consecutiveWindows: 2}}
     cooldown: 10s
   gates: {{maxAccuracyDropPercent: 1}}
   monitoring:

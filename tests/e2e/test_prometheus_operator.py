@@ -151,7 +151,7 @@ spec:
   pipeline: [{{quantize: {{mode: int8}}}}]
   triggers:
     # Measured, never acted on: no score reaches the threshold, no p95 the SLO.
-    drift: {{threshold: "1000"}}
+    drift: {{metric: psi, threshold: "1000"}}
     latency: {{p95Ms: 600000}}
   monitoring:
     interval: 10s

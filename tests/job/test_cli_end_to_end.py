@@ -76,7 +76,7 @@ def test_evaluate_reports_metrics_and_drift(example: dict[str, Any], tmp_path: P
     assert result.drift.prediction_drift_p is not None and result.drift.prediction_drift_p < 0.01
     assert compact.baseline == result.baseline
     assert result.baseline.accuracy == pytest.approx(example["holdout_accuracy"], abs=1e-4)
-    assert "drift: psi" in log and "evaluate: accuracy=" in log
+    assert "drift: ks" in log and "evaluate: accuracy=" in log  # ks: the default (issue 13)
     # Current data from the reference's own distribution scores far lower.
     stable = Task.model_validate_json(_task(example, "evaluate", tmp_path).read_text())
     stable = stable.model_copy(

@@ -60,3 +60,56 @@ def test_prediction_drift_of_a_fitted_model() -> None:
     p_shifted = model.predict_proba(large)
     assert prediction_drift(p_reference, p_same) > 0.05
     assert prediction_drift(p_reference, p_shifted) < 1e-4
+
+
+CAR_LOAN_FEATURES = [
+    "car_value",
+    "salary_range",
+    "debt_to_income_ratio",
+    "loan_length",
+    "repaid_loan_on_write_off",
+    "size_of_downpayment",
+    "driver_tenure",
+]
+CAR_LOAN_DRIFTED = {"car_value", "salary_range", "debt_to_income_ratio", "loan_length"}
+
+
+def _car_loan_chunk(rng: np.random.Generator, n: int, drifted: bool) -> np.ndarray:
+    """A synthetic stand-in for NannyML's car-loan data (which cannot be downloaded
+    here): the same seven features, and in the drifted chunks a shift of the four
+    that NannyML reports drifting (dearer cars, higher salaries, more debt, longer
+    loans); the other three stay as they are."""
+    salary = rng.choice(4, size=n, p=[0.2, 0.3, 0.3, 0.2] if drifted else [0.4, 0.3, 0.2, 0.1])
+    car_value = rng.lognormal(10.0 + (0.25 if drifted else 0.0) + 0.1 * salary, 0.4)
+    debt = rng.beta(2.0 + (1.0 if drifted else 0.0), 5.0, size=n)
+    loan_length = rng.choice(
+        np.arange(12, 61, 6), size=n, p=np.linspace(2, 1, 9) / np.linspace(2, 1, 9).sum()
+    ) + (6 * rng.integers(0, 2, size=n) if drifted else 0)
+    repaid = rng.integers(0, 2, size=n)
+    downpayment = rng.choice([0.0, 0.1, 0.2, 0.3, 0.4], size=n)
+    tenure = rng.gamma(2.0, 2.0, size=n)
+    return np.column_stack(
+        [car_value, salary, debt, loan_length, repaid, downpayment, tenure]
+    ).astype(np.float64)
+
+
+def test_car_loan_like_chunks_five_to_nine_drift() -> None:
+    rng = np.random.default_rng(2026)
+    reference = _car_loan_chunk(rng, 10_000, drifted=False)
+    categorical = {"salary_range", "repaid_loan_on_write_off", "size_of_downpayment"}
+    fitted = FittedReference.fit(reference, CAR_LOAN_FEATURES, categorical=categorical)
+    flagged_ks, flagged_mv = [], []
+    for chunk in range(10):
+        current = _car_loan_chunk(rng, 1000, drifted=chunk >= 5)
+        ks = compare(fitted, current, CAR_LOAN_FEATURES, metric="ks")
+        if ks.detected:
+            flagged_ks.append(chunk)
+            assert set(ks.drifted_features) == CAR_LOAN_DRIFTED, (chunk, ks.drifted_features)
+        mv = compare(fitted, current, CAR_LOAN_FEATURES, metric="multivariate")
+        if mv.detected:
+            flagged_mv.append(chunk)
+            assert mv.multivariate is not None
+            top = {feature.name for feature in mv.multivariate.top_features[:2]}
+            assert top <= CAR_LOAN_DRIFTED, (chunk, mv.multivariate.top_features)
+    assert flagged_ks == [5, 6, 7, 8, 9]
+    assert flagged_mv == [5, 6, 7, 8, 9]

@@ -25,7 +25,7 @@ def test_no_drift_on_the_same_distribution() -> None:
     rng = np.random.default_rng(0)
     report = compare(_data(rng, 3000), _data(rng, 2000), NAMES)
     assert isinstance(report, DriftReport)
-    assert report.metric == "psi"
+    assert report.metric == "ks"  # the default (issue 13)
     assert not report.detected
     assert report.drifted_features == []
     assert report.share_drifted == 0.0

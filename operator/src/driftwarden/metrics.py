@@ -163,6 +163,8 @@ class _ResourceState:
     drift_score: float | None = None
     drifted_features: int | None = None
     drift_detected: bool | None = None
+    multivariate_auroc: float | None = None
+    drift_insufficient_data: bool | None = None
     latency_seconds: dict[str, float] = field(default_factory=dict)  # quantile label -> s
     accuracy: float | None = None
     last_evaluation: float | None = None
@@ -210,9 +212,13 @@ class OperatorMetrics:
         latency_ms: Mapping[str, float] | None,
         accuracy: float | None,
         timestamp: float,
+        multivariate_auroc: float | None = None,
+        drift_insufficient_data: bool | None = None,
     ) -> None:
         """One finished evaluation. ``latency_ms`` maps p50/p95/p99 to milliseconds;
-        ``accuracy`` is a fraction 0..1; ``timestamp`` is Unix seconds.
+        ``accuracy`` is a fraction 0..1; ``timestamp`` is Unix seconds;
+        ``multivariate_auroc`` is the domain classifier's AUROC (metric multivariate);
+        ``drift_insufficient_data`` says the current sample was too small to judge.
 
         The p95 (the quantity the SLO is about) is also observed into the latency
         histogram, so its ``le`` bucket at the SLO counts evaluations within the SLO.
@@ -226,11 +232,15 @@ class OperatorMetrics:
             raise ValueError(f"accuracy is a fraction 0..1, got {accuracy!r}")
         if drifted_features is not None and drifted_features < 0:
             raise ValueError(f"drifted_features must be >= 0, got {drifted_features!r}")
+        if multivariate_auroc is not None and not 0.0 <= multivariate_auroc <= 1.0:
+            raise ValueError(f"an AUROC is 0..1, got {multivariate_auroc!r}")
         with self._lock:
             state = self._state(namespace, name)
             state.drift_score = None if drift_score is None else _finite(drift_score, "drift")
             state.drifted_features = drifted_features
             state.drift_detected = drift_detected
+            state.multivariate_auroc = multivariate_auroc
+            state.drift_insufficient_data = drift_insufficient_data
             state.latency_seconds = latency
             state.accuracy = accuracy
             state.last_evaluation = _finite(timestamp, "timestamp")
@@ -325,6 +335,10 @@ _GAUGES: Final[dict[str, str]] = {
     "drifted_features": "Features drifted in the last evaluation, after the "
     "multiple-test correction.",
     "drift_detected": "1 if the last evaluation found drift, else 0.",
+    "multivariate_drift_auroc": "Cross-validated AUROC of the domain classifier telling "
+    "current rows from reference rows (0.5: indistinguishable); metric multivariate only.",
+    "drift_insufficient_data": "1 if the last evaluation had too few current rows for the "
+    "drift metric to mean anything (condition reason InsufficientData), else 0.",
     "model_accuracy": "Accuracy of the model in use on the holdout, 0..1.",
     "latency_slo_seconds": "The resource's p95 latency SLO.",
     "evaluation_interval_seconds": "How often the resource is evaluated.",
@@ -385,6 +399,10 @@ class _Families:
             "drift_score": state.drift_score,
             "drifted_features": state.drifted_features,
             "drift_detected": None if state.drift_detected is None else int(state.drift_detected),
+            "multivariate_drift_auroc": state.multivariate_auroc,
+            "drift_insufficient_data": None
+            if state.drift_insufficient_data is None
+            else int(state.drift_insufficient_data),
             "model_accuracy": state.accuracy,
             "latency_slo_seconds": state.slo_seconds,
             "evaluation_interval_seconds": state.evaluation_interval,

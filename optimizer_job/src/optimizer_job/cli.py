@@ -22,16 +22,18 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal, cast
+from typing import Any, Literal, cast, get_args
 
 from pydantic import TypeAdapter, ValidationError
 
 from optimizer_job.contract import (
+    DEFAULT_DRIFT_METRIC,
     EXIT_BAD_INPUT,
     EXIT_INTERNAL,
     EXIT_OK,
     BadInputError,
     DataRefs,
+    DriftMetric,
     EvaluationSettings,
     RunResult,
     Stage,
@@ -147,7 +149,7 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--drift-metric", choices=["psi", "ks", "wasserstein", "jensenshannon"], default="psi"
+        "--drift-metric", choices=list(get_args(DriftMetric)), default=DEFAULT_DRIFT_METRIC
     )
     parser.add_argument("--drift-threshold", help="decimal, e.g. 0.2")
     parser.add_argument("--alpha", help="significance level, e.g. 0.05")

@@ -102,8 +102,16 @@ Stage = Annotated[
 ]
 
 
+DriftMetric = Literal["ks", "psi", "wasserstein", "jensenshannon", "multivariate"]
+# KS is the default: a level-alpha test at any sample size (issue 13); PSI over a
+# fixed threshold fires on chance alone with small current samples.
+DEFAULT_DRIFT_METRIC: Final = "ks"
+# Metrics whose verdict is a test at level alpha, not a score over the threshold.
+TEST_DRIFT_METRICS: Final = frozenset({"ks", "multivariate"})
+
+
 class EvaluationSettings(_Strict):
-    drift_metric: Literal["psi", "ks", "wasserstein", "jensenshannon"] = "psi"
+    drift_metric: DriftMetric = DEFAULT_DRIFT_METRIC
     drift_threshold: str = "0.2"
     alpha: str = "0.05"  # significance level of the per-feature tests
     latency_batch_sizes: list[int] = Field(default_factory=lambda: [1, 32])
@@ -165,14 +173,38 @@ class SpeedRatio(_Strict):
     decision: Literal["pass", "fail", "inconclusive"] | None = None
 
 
+class FeatureContribution(_Strict):
+    name: str
+    importance: float  # drop of the classifier's AUROC when the feature is shuffled
+
+
+class MultivariateDrift(_Strict):
+    """A domain classifier told reference rows from current rows (drift.multivariate)."""
+
+    method: Literal["domain_classifier"] = "domain_classifier"
+    auroc: float  # cross-validated, 0.5 = indistinguishable
+    p_value: float  # one-sided: AUROC above 0.5 by more than chance
+    rows_per_side: int
+    folds: int
+    top_features: list[FeatureContribution] = Field(default_factory=list)
+
+
 class DriftReport(_Strict):
     metric: str
-    score: float  # dataset-level score of the chosen metric (mean over features)
+    # Dataset-level score of the chosen metric: the mean over features, or the
+    # domain classifier's AUROC for "multivariate".
+    score: float
     share_drifted: float  # share of features drifted after the multiple-test correction
     drifted_features: list[str] = Field(default_factory=list)
     detected: bool
     prediction_drift_p: float | None = None
     per_feature: dict[str, dict[str, float]] = Field(default_factory=dict)
+    # Too few rows for the metric to mean anything: why, for a person. detected is
+    # then False and says nothing; the operator reports InsufficientData.
+    insufficient_data: str | None = None
+    minimum_rows: int | None = None  # the metric's minimum (current rows)
+    multivariate: MultivariateDrift | None = None
+    warnings: list[str] = Field(default_factory=list)  # e.g. a column compared inexactly
 
 
 class StageReport(_Strict):
@@ -214,12 +246,17 @@ class CompactResult(_Strict):
     drift_score: float | None = None
     drift_detected: bool | None = None
     drifted_features: list[str] = Field(default_factory=list)
+    drift_metric: str | None = None
+    drift_insufficient: str | None = None  # DriftReport.insufficient_data, cut to 300
+    drift_p_value: float | None = None  # multivariate: the domain classifier's p-value
+    drift_top_features: list[str] = Field(default_factory=list)  # multivariate, at most 5
     artifact_uri: str | None = None
     manifest_sha256: str | None = None
     seconds: float = 0.0
 
     @classmethod
     def from_result(cls, result: RunResult) -> CompactResult:
+        multivariate = result.drift.multivariate if result.drift else None
         return cls(
             kind=result.kind,
             run_id=result.run_id,
@@ -231,6 +268,14 @@ class CompactResult(_Strict):
             drift_score=result.drift.score if result.drift else None,
             drift_detected=result.drift.detected if result.drift else None,
             drifted_features=result.drift.drifted_features[:20] if result.drift else [],
+            drift_metric=result.drift.metric if result.drift else None,
+            drift_insufficient=(result.drift.insufficient_data or "")[:300] or None
+            if result.drift
+            else None,
+            drift_p_value=multivariate.p_value if multivariate else None,
+            drift_top_features=[f.name[:128] for f in multivariate.top_features[:5]]
+            if multivariate
+            else [],
             artifact_uri=result.artifact_uri,
             manifest_sha256=result.manifest_sha256,
             seconds=result.seconds,
@@ -241,7 +286,12 @@ class CompactResult(_Strict):
         text = self.model_dump_json(exclude_none=True)
         if len(text.encode()) <= TERMINATION_MESSAGE_LIMIT:
             return text
-        slim = self.model_copy(update={"drifted_features": self.drifted_features[:3]})
+        slim = self.model_copy(
+            update={
+                "drifted_features": self.drifted_features[:3],
+                "drift_top_features": self.drift_top_features[:3],
+            }
+        )
         return slim.model_dump_json(exclude_none=True)[:TERMINATION_MESSAGE_LIMIT]
 
 

@@ -10,7 +10,7 @@ is ``X`` of shape (n, C, H, W) and has no feature names.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,9 @@ class Table:
     y: np.ndarray | None
     feature_names: list[str]
     source: np.ndarray | None = None
+    # Integer columns whose values float32 cannot hold (beyond 2**24): distinct values
+    # may have become equal in X. Drift statistics warn about them by name.
+    inexact_columns: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.X.shape[0])
@@ -59,10 +62,17 @@ class Table:
             y=None if self.y is None else self.y[indices],
             feature_names=self.feature_names,
             source=None if self.source is None else self.source[indices],
+            inexact_columns=self.inexact_columns,
         )
 
     def with_source(self, source: int) -> Table:
-        return Table(self.X, self.y, self.feature_names, np.full(len(self), source, np.int8))
+        return Table(
+            self.X,
+            self.y,
+            self.feature_names,
+            np.full(len(self), source, np.int8),
+            self.inexact_columns,
+        )
 
 
 def path_of(uri_or_path: str | Path) -> Path:
@@ -137,11 +147,23 @@ def _from_arrow(
     if arrow.num_rows == 0:
         raise BadInputError(f"{path.name}: no rows")
     matrix = np.empty((arrow.num_rows, len(names)), dtype=np.float32)
+    inexact: list[str] = []
     for j, name in enumerate(names):
-        matrix[:, j] = _numeric_column(arrow.column(name), name, path)
+        values = _numeric_column(arrow.column(name), name, path)
+        matrix[:, j] = values
+        if values.dtype.kind in "iu" and not _exact_in_float32(values, matrix[:, j]):
+            inexact.append(name)
     _reject_nan(matrix, path, names)
     y = _labels(arrow.column(label_column), label_column, path) if has_label else None
-    return Table(X=matrix, y=y, feature_names=names)
+    return Table(X=matrix, y=y, feature_names=names, inexact_columns=inexact)
+
+
+def _exact_in_float32(values: np.ndarray, narrow: np.ndarray) -> bool:
+    """Whether the integers ``values`` survived the cast to float32 ``narrow``."""
+    limit = 2**24  # every integer of at most this magnitude is a float32
+    if values.size == 0 or max(abs(int(values.min())), abs(int(values.max()))) <= limit:
+        return True
+    return bool(np.array_equal(narrow.astype(np.int64), values))
 
 
 def _numeric_column(column: pa.ChunkedArray, name: str, path: Path) -> np.ndarray:
@@ -152,7 +174,7 @@ def _numeric_column(column: pa.ChunkedArray, name: str, path: Path) -> np.ndarra
         )
     if column.null_count:
         raise BadInputError(f"{path.name}: column {name!r} has {column.null_count} missing values")
-    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float32)
+    return np.asarray(column.to_numpy(zero_copy_only=False))
 
 
 def _labels(column: pa.ChunkedArray, name: str, path: Path) -> np.ndarray:

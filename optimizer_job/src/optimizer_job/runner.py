@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import os
 import time
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -29,7 +30,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from optimizer_job import dataio, distributed, storage
+from optimizer_job import dataio, distributed, memory, storage
 from optimizer_job.contract import (
     BadInputError,
     DriftReport,
@@ -128,6 +129,25 @@ def load_inputs(task: Task) -> Inputs:
     )
 
 
+def check_memory(task: Task) -> int | None:
+    """The evaluation's memory estimate from its tables' headers; over the container's
+    limit it is bad input naming job.resources.memory (optimizer_job.memory)."""
+    shapes = {
+        what: memory.table_shape(dataio.path_of(uri)) if uri else None
+        for what, uri in (
+            ("reference", task.data.reference),
+            ("current", task.data.current),
+            ("holdout", task.data.holdout),
+        )
+    }
+    return memory.check_evaluate_memory(
+        shapes,
+        workers=min(8, len(os.sched_getaffinity(0))),  # drift.scoring's most threads
+        multivariate=task.evaluation.drift_metric == "multivariate",
+        limit=memory.memory_limit_bytes(),
+    )
+
+
 def _decimal(value: str, name: str) -> float:
     try:
         number = Decimal(value)
@@ -141,9 +161,12 @@ def _decimal(value: str, name: str) -> float:
 def evaluate_task(
     task: Task, device: torch.device, log: logging.Logger, started: float
 ) -> RunResult:
+    estimate = check_memory(task)  # before reading the data: refuses what cannot fit
     inputs = load_inputs(task)
     model = inputs.loaded.module
     notes: Notes = {}
+    if estimate is not None:
+        notes["memory_estimate_mib"] = estimate // memory.MIB
     table, name = next(
         (
             (t, n)
@@ -215,6 +238,16 @@ def measure_drift(
     except ValueError as error:
         raise BadInputError(f"drift: {error}") from error
     notes: Notes = {"drift_seconds": round(time.perf_counter() - started, 3)}
+    inexact = sorted(set(inputs.reference.inexact_columns) | set(inputs.current.inexact_columns))
+    if inexact:
+        # The tables are float32 (dataio): integers beyond 2**24 in these columns may
+        # have merged. Say so by name rather than report their drift as exact.
+        warning = (
+            f"integer columns compared at float32 precision (values beyond 2^24 may "
+            f"have merged): {', '.join(inexact[:10])}"
+        )
+        report = report.model_copy(update={"warnings": [*report.warnings, warning]})
+        log.warning("drift: %s", warning)
     if prediction_drift is not None:
         model = inputs.loaded.module
         p_reference = predict_proba(

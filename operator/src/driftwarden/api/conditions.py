@@ -57,6 +57,7 @@ class Reason(StrEnum):
     DRIFT_OVER_THRESHOLD = "DriftOverThreshold"
     NO_DRIFT = "NoDrift"
     NOT_EVALUATED = "NotEvaluated"
+    INSUFFICIENT_DATA = "InsufficientData"  # too few current rows for the drift metric
     # LatencyWithinSLO
     WITHIN_SLO = "WithinSLO"
     SLO_BREACHED = "SLOBreached"

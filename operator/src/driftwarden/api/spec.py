@@ -321,7 +321,7 @@ def _pipeline_order(stages: list[PipelineStage]) -> list[PipelineStage]:
 
 
 class DriftTrigger(SpecModel):
-    metric: Literal["psi", "ks", "wasserstein", "jensenshannon"] = "psi"
+    metric: Literal["ks", "psi", "wasserstein", "jensenshannon", "multivariate"] = "ks"
     threshold: Annotated[DecimalString, AfterValidator(_drift_threshold)] = "0.2"
     alpha: Annotated[DecimalString, AfterValidator(_drift_alpha)] = "0.05"
     consecutive_windows: Annotated[int, Field(ge=1, le=100)] = 2

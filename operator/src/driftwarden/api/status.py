@@ -20,6 +20,7 @@ from driftwarden.api.types import StatusModel, Time, truncated
 MAX_RUNS = 20
 MAX_CONDITIONS = 16
 MAX_DRIFTED_FEATURES = 64
+MAX_TOP_FEATURES = 5  # the domain classifier's top contributing features
 MAX_BUDGET_ENTRIES = 100
 
 Name = Annotated[str, Field(max_length=63)]
@@ -81,6 +82,11 @@ class Evaluation(StatusModel):
         list[Annotated[str, Field(max_length=128)]], Field(max_length=MAX_DRIFTED_FEATURES)
     ] = Field(default_factory=list)
     drifted_features_percent: float | None = None
+    # metric multivariate: the domain classifier's p-value and the features it relied on
+    drift_p_value: float | None = None
+    drift_top_features: Annotated[
+        list[Annotated[str, Field(max_length=128)]], Field(max_length=MAX_TOP_FEATURES)
+    ] = Field(default_factory=list)
     latency: LatencySummary | None = None
     accuracy_percent: float | None = None
     message: Text | None = None

@@ -108,20 +108,22 @@ class Evaluations(LoopStep):
         latency, latency_error = self._latency(metrics)
         accuracy = None if metrics.accuracy is None else round(metrics.accuracy * 100, 4)
         drift = spec.triggers.drift
-        threshold = Decimal(drift.threshold) if drift else None
-        if result.drift_score is not None and threshold is not None:
-            drifting: bool | None = Decimal(repr(result.drift_score)) > threshold
-        else:
-            drifting = result.drift_detected
+        insufficient = result.drift_insufficient
+        drifting = _drifting(
+            result, drift.metric if drift else None, drift.threshold if drift else None
+        )
         evaluation = Evaluation(
             id=active.id,
             time=started,
             job_name=active.job_name,
             model_uri=model_uri,
-            drift_metric=drift.metric if drift else None,
-            drift_score=result.drift_score,
+            drift_metric=(drift.metric if drift else None) or result.drift_metric,
+            # Too few rows: no score to show (it would be noise: PSI of one row is 8.3).
+            drift_score=result.drift_score if insufficient is None else None,
             drift_detected=drifting,
             drifted_features=result.drifted_features[:64],
+            drift_p_value=result.drift_p_value,
+            drift_top_features=[name[:128] for name in result.drift_top_features[:5]],
             latency=latency,
             accuracy_percent=accuracy,
             message=(
@@ -129,10 +131,18 @@ class Evaluations(LoopStep):
             ),
         )
         status.last_evaluation = evaluation
-        status.consecutive_drift_windows = (
-            (status.consecutive_drift_windows or 0) + 1 if drifting else 0
-        )
-        self._set_drift_condition(evaluation)
+        if insufficient is None:
+            status.consecutive_drift_windows = (
+                (status.consecutive_drift_windows or 0) + 1 if drifting else 0
+            )
+            self._set_drift_condition(evaluation)
+        else:  # too few rows says nothing either way: the streak is neither advanced nor broken
+            self._set(
+                ConditionType.DRIFT_DETECTED,
+                "Unknown",
+                Reason.INSUFFICIENT_DATA,
+                f"Too few rows to judge drift: {insufficient}.",
+            )
         if latency_error is not None and self.spec.triggers.latency is not None:
             self._set(
                 ConditionType.LATENCY_WITHIN_SLO,
@@ -142,14 +152,19 @@ class Evaluations(LoopStep):
             )
         else:
             self._set_latency_condition(evaluation)
+        measured = result.drift_score is not None and insufficient is None
         self.ctx.metrics.record_evaluation(
             self.namespace,
             self.name,
-            drift_score=result.drift_score,
-            drifted_features=len(result.drifted_features)
-            if result.drift_score is not None
-            else None,
+            drift_score=result.drift_score if measured else None,
+            drifted_features=len(result.drifted_features) if measured else None,
             drift_detected=drifting,
+            multivariate_auroc=result.drift_score
+            if measured and result.drift_metric == "multivariate"
+            else None,
+            drift_insufficient_data=None
+            if result.drift_score is None
+            else insufficient is not None,
             latency_ms={
                 key: value
                 for key, value in (
@@ -244,23 +259,22 @@ class Evaluations(LoopStep):
         threshold = drift.threshold if drift else "the job's default"
         features = ", ".join(evaluation.drifted_features[:10]) or "none named"
         windows = self.status.consecutive_drift_windows or 0
+        metric = evaluation.drift_metric or contract.DEFAULT_DRIFT_METRIC
+        alpha = drift.alpha if drift else "0.05"
+        if metric in contract.TEST_DRIFT_METRICS:
+            over, within = _test_verdicts(metric, score, alpha, evaluation)
+        else:
+            over = f"Drift score {score:.4g} is over the threshold {threshold}"
+            within = f"Drift score {score:.4g} is within the threshold {threshold}."
         if drifting:
-            message = (
-                f"Drift score {score:.4g} is over the threshold {threshold} "
-                f"({windows} evaluation(s) in a row); drifted features: {features}."
-            )
+            message = f"{over} ({windows} evaluation(s) in a row); drifted features: {features}."
             changed = self._set(
                 ConditionType.DRIFT_DETECTED, "True", Reason.DRIFT_OVER_THRESHOLD, message
             )
             if changed and windows == 1:
                 self._emit("Warning", "DriftDetected", message)
         else:
-            self._set(
-                ConditionType.DRIFT_DETECTED,
-                "False",
-                Reason.NO_DRIFT,
-                f"Drift score {score:.4g} is within the threshold {threshold}.",
-            )
+            self._set(ConditionType.DRIFT_DETECTED, "False", Reason.NO_DRIFT, within)
 
     def _set_latency_condition(self, evaluation: Evaluation) -> None:
         latency_trigger = self.spec.triggers.latency
@@ -405,6 +419,41 @@ class Evaluations(LoopStep):
                 "spec": {"suspend": False},
             },
         )
+
+
+def _drifting(
+    result: contract.CompactResult, metric: str | None, threshold: Decimal | str | None
+) -> bool | None:
+    """The verdict: a test metric (ks, multivariate) is the Job's own level-alpha test;
+    a score metric is the score over the spec's current threshold. Too few rows: None."""
+    if result.drift_insufficient is not None:
+        return None
+    metric = metric or result.drift_metric or contract.DEFAULT_DRIFT_METRIC
+    if metric in contract.TEST_DRIFT_METRICS or threshold is None:
+        return result.drift_detected
+    if result.drift_score is None:
+        return result.drift_detected
+    return Decimal(repr(result.drift_score)) > Decimal(threshold)
+
+
+def _test_verdicts(
+    metric: str, score: float, alpha: str, evaluation: Evaluation
+) -> tuple[str, str]:
+    """(drifting, not drifting) condition messages of a test metric."""
+    if metric == "multivariate":
+        p_value = evaluation.drift_p_value
+        p = f"p = {p_value:.3g}" if p_value is not None else "p unknown"
+        top = ", ".join(evaluation.drift_top_features) or "none named"
+        return (
+            f"A classifier tells current rows from reference rows: AUROC {score:.3f}, {p} "
+            f"<= alpha {alpha}; top contributing features: {top}",
+            f"A classifier does not tell current rows from reference rows better than "
+            f"chance at alpha {alpha}: AUROC {score:.3f}, {p}.",
+        )
+    return (
+        f"A feature's KS test rejects at alpha {alpha} after correction (mean KS {score:.4g})",
+        f"No feature's KS test rejects at alpha {alpha} after correction (mean KS {score:.4g}).",
+    )
 
 
 def _task_of(job: Json) -> contract.Task:

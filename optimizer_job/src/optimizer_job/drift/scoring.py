@@ -23,17 +23,18 @@ from optimizer_job.drift.reference import (
     CategoricalReference,
     FittedReference,
     NumericReference,
-    as_float_matrix,
+    ValueArray,
+    as_comparable,
+    as_numeric_matrix,
+    comparison_dtype,
     distinct_counts,
     sorted_finite_column,
 )
 from optimizer_job.drift.univariate import (
-    FloatArray,
     bin_counts,
     chi2_test,
     jensenshannon,
-    ks_pvalue,
-    ks_statistic,
+    ks_test,
     psi,
     wasserstein,
 )
@@ -46,33 +47,37 @@ ALL_STATISTICS: Final = ("psi", "jensenshannon", "ks", "ks_p", "wasserstein", "c
 
 
 def _numeric(
-    reference: NumericReference, current_sorted: FloatArray, wanted: Collection[str]
+    reference: NumericReference, current_sorted: ValueArray, wanted: Collection[str]
 ) -> dict[str, float]:
+    # One type for both sides (reference.comparison_dtype): a copy of this one column
+    # when the reference is stored more compactly than it is compared.
+    reference_sorted = reference.values_as(current_sorted.dtype)
     out: dict[str, float] = {}
     if "psi" in wanted or "jensenshannon" in wanted:
+        reference_shares = reference.shares_as(reference_sorted)
         shares = bin_counts(current_sorted, reference.edges) / current_sorted.shape[0]
         if "psi" in wanted:
-            out["psi"] = psi(reference.shares, shares)
+            out["psi"] = psi(reference_shares, shares)
         if "jensenshannon" in wanted:
-            out["jensenshannon"] = jensenshannon(reference.shares, shares)
-    n_ref, n_cur = reference.sorted_values.shape[0], current_sorted.shape[0]
+            out["jensenshannon"] = jensenshannon(reference_shares, shares)
     if "ks" in wanted or "ks_p" in wanted:
-        statistic = ks_statistic(reference.sorted_values, current_sorted)
-        out["ks"] = statistic
-        if "ks_p" in wanted:
-            out["ks_p"] = ks_pvalue(statistic, n_ref, n_cur)
+        out["ks"], out["ks_p"] = ks_test(reference_sorted, current_sorted)
     if "wasserstein" in wanted:
-        out["wasserstein"] = wasserstein(reference.sorted_values, current_sorted)
+        out["wasserstein"] = wasserstein(reference_sorted, current_sorted)
     return out
 
 
 def _categorical(
-    reference: CategoricalReference, current_sorted: FloatArray, wanted: Collection[str]
+    reference: CategoricalReference, current_sorted: ValueArray, wanted: Collection[str]
 ) -> dict[str, float]:
     values, counts = distinct_counts(current_sorted)
-    categories = np.union1d(reference.categories, values)
+    reference_categories = as_comparable(
+        reference.categories, current_sorted.dtype, "categorical", "reference"
+    )
+    categories = np.union1d(reference_categories, values)
     ref_counts = np.zeros(categories.shape[0], dtype=np.int64)
-    ref_counts[np.searchsorted(categories, reference.categories)] = reference.counts
+    # Rounding to the comparison type may merge categories: add their counts.
+    np.add.at(ref_counts, np.searchsorted(categories, reference_categories), reference.counts)
     cur_counts = np.zeros(categories.shape[0], dtype=np.int64)
     cur_counts[np.searchsorted(categories, values)] = counts
     ref_shares = ref_counts / ref_counts.sum()
@@ -85,6 +90,12 @@ def _categorical(
     if "chi2" in wanted or "chi2_p" in wanted:
         out["chi2"], out["chi2_p"] = chi2_test(ref_counts, cur_counts)
     return out
+
+
+def feature_bounds(feature: NumericReference | CategoricalReference) -> ValueArray:
+    """The smallest and largest reference value of a feature, in the type it came in."""
+    values = feature.sorted_values if isinstance(feature, NumericReference) else feature.categories
+    return values[[0, -1]].astype(feature.dtype)
 
 
 def available_cores(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
@@ -124,7 +135,7 @@ def feature_statistics(
     unknown = sorted(set(statistics) - set(ALL_STATISTICS))
     if unknown:
         raise ValueError(f"unknown statistics {unknown}; known: {list(ALL_STATISTICS)}")
-    matrix = as_float_matrix(current, "current data")
+    matrix = as_numeric_matrix(current, "current data")
     if matrix.shape[1] != reference.n_features:
         raise ValueError(
             f"current data has {matrix.shape[1]} columns, the reference "
@@ -133,8 +144,11 @@ def feature_statistics(
 
     def one(index: int) -> Mapping[str, float]:
         name = reference.feature_names[index]
-        column = sorted_finite_column(matrix, index, name, "current data")
         feature = reference.features[index]
+        dtype = comparison_dtype(feature.dtype, matrix.dtype, name)
+        if feature.dtype != str(dtype):  # refuses integers beyond 2**53 against floats
+            as_comparable(feature_bounds(feature), dtype, name, "reference")
+        column = sorted_finite_column(matrix, index, name, "current data", dtype)
         if isinstance(feature, NumericReference):
             return _numeric(feature, column, statistics)
         return _categorical(feature, column, statistics)

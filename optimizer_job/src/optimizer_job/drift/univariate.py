@@ -1,10 +1,12 @@
 """Drift statistics of one feature: a reference column against a current column.
 
-Numeric columns arrive sorted ascending. The reference is sorted once, when it is
-fitted; the current column once per comparison. Every statistic here reads the two
-sorted arrays, so no statistic sorts again and only Wasserstein builds a merged copy.
+Numeric columns arrive sorted ascending, both in one type (float32, float64 or
+int64; see ``reference.comparison_dtype``): integers are compared exactly. The
+reference is sorted once, when it is fitted; the current column once per comparison.
+Every statistic here reads the two sorted arrays, so no statistic sorts again and
+only Wasserstein builds a merged copy.
 
-The results equal SciPy's: ``ks_statistic`` / ``ks_pvalue`` match
+The results equal SciPy's: ``ks_test`` matches
 ``scipy.stats.ks_2samp(reference, current)`` (two-sided, ``method="auto"``),
 ``wasserstein`` matches ``scipy.stats.wasserstein_distance``, ``jensenshannon``
 matches ``scipy.spatial.distance.jensenshannon(p, q, base=2)`` and ``chi2_test``
@@ -22,16 +24,10 @@ from numpy.typing import NDArray
 from scipy import stats
 
 # scipy.stats.ks_2samp computes exact p-values (Hodges' lattice-path counts) for
-# samples of at most this many values and Smirnov's asymptotic law above.
+# samples of at most this many values and Smirnov's asymptotic law above. In the
+# exact regime ``ks_test`` calls ks_2samp itself (public API, small samples: cheap);
+# only the asymptotic regime, where the samples are large, takes the fast path here.
 KS_EXACT_MAX_N = 10_000
-
-try:
-    # The exact two-sample distribution is not public API in SciPy; it is the very
-    # routine ks_2samp calls, so p-values match it. SciPy is pinned, and the unit
-    # tests compare against ks_2samp, so a change there is caught, not hidden.
-    from scipy.stats._stats_py import _attempt_exact_2kssamp
-except ImportError:  # pragma: no cover - only with an unexpected SciPy
-    _attempt_exact_2kssamp = None
 
 # Above this effective sample size the Smirnov tail (an O(n) sum in SciPy, 0.4 s at
 # n = 500 000) is replaced by Miller's approximation, within 2e-5 of it from here up.
@@ -47,6 +43,7 @@ KS_CHUNK = 64
 PSI_EPSILON = 1e-4
 
 FloatArray = NDArray[np.floating[Any]]
+ValueArray = NDArray[Any]  # float32, float64 or int64 values
 IntArray = NDArray[np.intp]
 
 
@@ -62,7 +59,7 @@ class Ranks:
     at_or_below: IntArray
 
 
-def ranks_in_reference(reference_sorted: FloatArray, current_sorted: FloatArray) -> Ranks:
+def ranks_in_reference(reference_sorted: ValueArray, current_sorted: ValueArray) -> Ranks:
     """One binary search per current value; a second one only for exact ties."""
     at_or_below = np.searchsorted(reference_sorted, current_sorted, side="right")
     # current[j] occurs in the reference iff the reference value just below or at it
@@ -77,7 +74,7 @@ def ranks_in_reference(reference_sorted: FloatArray, current_sorted: FloatArray)
 
 
 def ks_statistic(
-    reference_sorted: FloatArray, current_sorted: FloatArray, chunk: int = KS_CHUNK
+    reference_sorted: ValueArray, current_sorted: ValueArray, chunk: int = KS_CHUNK
 ) -> float:
     """Two-sample Kolmogorov-Smirnov statistic sup |F_ref - F_cur|, exact.
 
@@ -118,19 +115,38 @@ def ks_statistic(
     return float(max(plus, minus, 0) / (n_ref * n_cur))
 
 
-def ks_pvalue(statistic: float, n_reference: int, n_current: int) -> float:
-    """Two-sided p-value of the KS statistic, chosen the way ks_2samp(method="auto") does.
+def ks_test(reference_sorted: ValueArray, current_sorted: ValueArray) -> tuple[float, float]:
+    """Two-sided two-sample KS statistic and p-value, as ``scipy.stats.ks_2samp``.
 
-    Exact when both samples hold at most KS_EXACT_MAX_N values (falling back to the
-    asymptotic law where the exact count overflows, as SciPy does); otherwise
-    ``kstwo.sf(d, round(n*m / (n+m)))``.
+    Both samples at most KS_EXACT_MAX_N values: ks_2samp itself (its exact p-value,
+    and its own fallback to the asymptotic law where the exact count overflows), on
+    the dense ranks of the values - KS depends on the order alone, and ranks keep
+    integers beyond 2**53 exact where ks_2samp would turn them into floats.
+    Otherwise the fast exact statistic and ``ks_pvalue``.
     """
-    if max(n_reference, n_current) <= KS_EXACT_MAX_N and _attempt_exact_2kssamp is not None:
-        gcd = math.gcd(n_reference, n_current)
-        with np.errstate(all="ignore"):
-            ok, _, p = _attempt_exact_2kssamp(n_reference, n_current, gcd, statistic, "two-sided")
-        if ok:
-            return float(np.clip(p, 0.0, 1.0))
+    n_ref, n_cur = reference_sorted.shape[0], current_sorted.shape[0]
+    if max(n_ref, n_cur) <= KS_EXACT_MAX_N:
+        distinct = np.unique(np.concatenate((reference_sorted, current_sorted)))
+        result = stats.ks_2samp(
+            np.searchsorted(distinct, reference_sorted),
+            np.searchsorted(distinct, current_sorted),
+            alternative="two-sided",
+            method="auto",
+        )
+        return float(result.statistic), float(np.clip(result.pvalue, 0.0, 1.0))
+    statistic = ks_statistic(reference_sorted, current_sorted)
+    return statistic, ks_pvalue(statistic, n_ref, n_cur)
+
+
+def ks_pvalue(statistic: float, n_reference: int, n_current: int) -> float:
+    """Asymptotic two-sided p-value of the KS statistic, as ks_2samp(method="auto")
+    computes it when a sample holds more than KS_EXACT_MAX_N values:
+    ``kstwo.sf(d, round(n*m / (n+m)))``. Smaller samples go through ``ks_test``.
+    """
+    if max(n_reference, n_current) <= KS_EXACT_MAX_N:
+        raise ValueError(
+            f"samples of {n_reference} and {n_current} values take the exact p-value: use ks_test"
+        )
     larger, smaller = max(n_reference, n_current), min(n_reference, n_current)
     effective_n = float(np.round(float(larger) * smaller / (larger + smaller)))
     return float(np.clip(kstwo_sf(statistic, effective_n), 0.0, 1.0))
@@ -153,7 +169,7 @@ def kstwo_sf(d: float, n: float) -> float:
     return float(stats.kstwo.sf(d, n))
 
 
-def wasserstein(reference_sorted: FloatArray, current_sorted: FloatArray) -> float:
+def wasserstein(reference_sorted: ValueArray, current_sorted: ValueArray) -> float:
     """Wasserstein-1 distance: the area between the two empirical CDFs.
 
     One binary search per current value, then an O(n) merge of the sorted columns:
@@ -164,7 +180,10 @@ def wasserstein(reference_sorted: FloatArray, current_sorted: FloatArray) -> flo
     """
     n_ref, n_cur = reference_sorted.shape[0], current_sorted.shape[0]
     at_or_below = np.searchsorted(reference_sorted, current_sorted, side="right")
-    merged = np.empty(n_ref + n_cur)  # float64, as SciPy converts the values
+    # float64, as SciPy converts the values; integers stay integers, so the gaps
+    # between large values are exact (SciPy's float64 would round them).
+    integral = reference_sorted.dtype.kind in "iu" and current_sorted.dtype.kind in "iu"
+    merged = np.empty(n_ref + n_cur, dtype=np.int64 if integral else np.float64)
     cdf_gap = np.empty(n_ref + n_cur)
     # Built one sample at a time, freeing as it goes: this runs on a column of a
     # million values per worker thread, and the peak memory is part of the budget.
@@ -184,13 +203,13 @@ def wasserstein(reference_sorted: FloatArray, current_sorted: FloatArray) -> flo
     cdf_gap[position] = gap
     del position, gap, current_before, at_or_below
     # Within a run of equal values only the last one's gap is wide (the others are 0).
-    widths = np.diff(merged)
+    widths = np.diff(merged).astype(np.float64, copy=False)
     del merged
     widths *= np.abs(cdf_gap[:-1])
     return float(np.sum(widths))
 
 
-def bin_counts(sorted_values: FloatArray, edges: FloatArray) -> IntArray:
+def bin_counts(sorted_values: ValueArray, edges: ValueArray) -> IntArray:
     """Counts per bin (-inf, e0], (e0, e1], ..., (e_last, inf) of a sorted column."""
     at_or_below = np.searchsorted(sorted_values, edges, side="right")
     bounds = np.concatenate(([0], at_or_below, [sorted_values.shape[0]]))

@@ -10,12 +10,29 @@ Rules (the same for every metric):
 - ``score`` is the mean of the chosen metric over the features that have it (KS and
   Wasserstein are numeric-only; Wasserstein is in each feature's own units).
 - ``detected``:
+  - ``ks`` (the default): at least one feature drifted after the correction. This is
+    a level-alpha test of "no feature changed" (Bonferroni; Benjamini-Hochberg
+    reduces to Simes' test here), so without drift it fires in at most alpha of
+    evaluations at any sample size. ``threshold`` is not used. With large samples it
+    flags small shifts too.
   - ``psi``, ``jensenshannon``, ``wasserstein``: ``score > threshold``. These measure
     how much the distributions moved; the threshold says how much matters.
-  - ``ks``: at least one feature drifted after the correction. This is a level-alpha
-    test of "no feature changed" (Bonferroni; Benjamini-Hochberg reduces to Simes'
-    test here), so without drift it fires in at most alpha of evaluations.
-    ``threshold`` is not used. With large samples it flags small shifts too.
+  - ``multivariate``: a domain classifier tells current rows from reference rows
+    better than chance (``multivariate``; p-value <= alpha). ``score`` is its
+    cross-validated AUROC; the per-feature tests still name the drifted features,
+    and the report names the features the classifier relied on.
+- Too few rows (``minimum_rows``): ``insufficient_data`` says why, ``detected`` is
+  False and no feature is named. A score over a fixed threshold is mostly noise on
+  a small sample: PSI of one current row from the reference distribution is 8.3.
+  - ``ks``: 30 rows per side (the test is exact at any size; below 30 it has next to
+    no power, and bench/RESULTS.md shows its false-alarm rate <= alpha from 30 up).
+  - ``psi``, ``jensenshannon``: without drift, n * PSI and 8 ln(2) n JS^2 are about
+    chi-squared with bins - 1 degrees of freedom (n = n_ref n_cur / (n_ref + n_cur),
+    the effective sample size), so the minimum is the n at which the threshold is
+    that law's 1 - alpha quantile: below it the score is over the threshold in more
+    than alpha of comparisons without any drift.
+  - ``wasserstein``: 100 rows (it is in the feature's units: no scale-free law).
+  - ``multivariate``: 100 rows per side.
 
 Prediction drift (the model's output probabilities, reference vs current) is
 reported as ``prediction_drift_p`` and does not change ``detected``.
@@ -28,12 +45,14 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
+from scipy import stats as sp_stats
 
 from optimizer_job.contract import DriftReport
+from optimizer_job.drift import multivariate as multivariate_drift
 from optimizer_job.drift.multiple_testing import Correction, adjust_pvalues
 from optimizer_job.drift.reference import (
     FittedReference,
-    as_float_matrix,
+    as_numeric_matrix,
     sorted_finite_column,
 )
 from optimizer_job.drift.scoring import (
@@ -42,10 +61,33 @@ from optimizer_job.drift.scoring import (
     NUMERIC_STATISTICS,
     feature_statistics,
 )
-from optimizer_job.drift.univariate import ks_pvalue, ks_statistic
+from optimizer_job.drift.univariate import ks_test
 
-Metric = Literal["psi", "ks", "wasserstein", "jensenshannon"]
-METRICS: tuple[Metric, ...] = ("psi", "ks", "wasserstein", "jensenshannon")
+Metric = Literal["ks", "psi", "wasserstein", "jensenshannon", "multivariate"]
+METRICS: tuple[Metric, ...] = ("ks", "psi", "wasserstein", "jensenshannon", "multivariate")
+DEFAULT_METRIC: Metric = "ks"
+
+KS_MIN_ROWS = 30
+WASSERSTEIN_MIN_ROWS = 100
+
+
+def minimum_rows(metric: Metric, *, threshold: float, alpha: float, bins: int) -> int:
+    """The fewest rows a comparison with ``metric`` needs (rules: module docstring).
+
+    For ``psi`` and ``jensenshannon`` this is an effective sample size
+    n_ref n_cur / (n_ref + n_cur); for the others, rows of the smaller sample.
+    """
+    if metric in ("psi", "jensenshannon"):
+        quantile = float(sp_stats.chi2.ppf(1.0 - alpha, bins - 1))
+        if threshold <= 0.0:
+            return 2**62
+        scale = threshold if metric == "psi" else 8.0 * math.log(2.0) * threshold**2
+        return max(KS_MIN_ROWS, math.ceil(quantile / scale))
+    if metric == "wasserstein":
+        return WASSERSTEIN_MIN_ROWS
+    if metric == "multivariate":
+        return multivariate_drift.MIN_ROWS
+    return KS_MIN_ROWS
 
 
 def compare(
@@ -53,7 +95,7 @@ def compare(
     current: Any,
     feature_names: Sequence[str],
     *,
-    metric: Metric = "psi",
+    metric: Metric = DEFAULT_METRIC,
     alpha: float = 0.05,
     threshold: float = 0.2,
     correction: Correction = "bonferroni",
@@ -82,13 +124,12 @@ def compare(
     categorical_mask = np.array([fitted.is_categorical(name) for name in names])
     if metric in ("ks", "wasserstein") and categorical_mask.all():
         raise ValueError(f"metric {metric!r} needs a numeric feature; all are categorical")
+    current_matrix = as_numeric_matrix(current, "current data")
 
-    stats = feature_statistics(fitted, current, ALL_STATISTICS, workers=workers)
+    stats = feature_statistics(fitted, current_matrix, ALL_STATISTICS, workers=workers)
     pvalues = np.where(categorical_mask, stats["chi2_p"], stats["ks_p"])
     adjusted = adjust_pvalues(pvalues, correction)
     drifted = adjusted <= alpha
-    score = float(np.nanmean(stats[metric]))
-    detected = bool(drifted.any()) if metric == "ks" else score > threshold
 
     per_feature: dict[str, dict[str, float]] = {}
     for index, name in enumerate(names):
@@ -96,6 +137,35 @@ def compare(
         values = {kind: float(stats[kind][index]) for kind in kinds}
         values["p_adjusted"] = float(adjusted[index])
         per_feature[name] = values
+
+    n_ref, n_cur = fitted.n_rows, current_matrix.shape[0]
+    needed = minimum_rows(metric, threshold=threshold, alpha=alpha, bins=bins)
+    if metric in ("psi", "jensenshannon"):
+        have = n_ref * n_cur / (n_ref + n_cur)
+        rows = f"an effective sample size of {have:.1f} rows (reference {n_ref}, current {n_cur})"
+    else:
+        have = min(n_ref, n_cur)
+        rows = f"{n_ref} reference and {n_cur} current rows"
+    insufficient = None
+    if have < needed:
+        insufficient = f"{rows}: drift metric {metric} needs at least {needed}" + (
+            f" at threshold {threshold:g}" if metric in ("psi", "jensenshannon") else ""
+        )
+        drifted = np.zeros_like(drifted)
+
+    multivariate = None
+    if metric == "multivariate":
+        if insufficient is None:
+            multivariate = multivariate_drift.domain_classifier(
+                _reference_rows(reference, fitted), current_matrix, names, alpha=alpha
+            )
+        score = multivariate.auroc if multivariate else 0.5  # 0.5: no evidence either way
+        detected = multivariate is not None and multivariate.p_value <= alpha
+    else:
+        score = float(np.nanmean(stats[metric]))
+        detected = bool(drifted.any()) if metric == "ks" else score > threshold
+    if insufficient is not None:
+        detected = False
 
     return DriftReport(
         metric=metric,
@@ -105,7 +175,21 @@ def compare(
         detected=detected,
         prediction_drift_p=prediction_drift(*predictions) if predictions is not None else None,
         per_feature=per_feature,
+        insufficient_data=insufficient,
+        minimum_rows=needed,
+        multivariate=multivariate,
     )
+
+
+def _reference_rows(reference: Any, fitted: FittedReference) -> Any:
+    if not isinstance(reference, FittedReference):
+        return as_numeric_matrix(reference, "reference")
+    if fitted.sample is None:
+        raise ValueError(
+            "metric 'multivariate' needs reference rows; this fitted reference was saved "
+            "without a row sample: fit it again"
+        )
+    return fitted.sample
 
 
 def _fitted(
@@ -135,8 +219,8 @@ def prediction_drift(p_ref: Any, p_cur: Any) -> float:
     rows x classes against current rows x classes) and returns the smallest p-value
     times the number of classes (Bonferroni), capped at 1. A 1-D input is one column.
     """
-    reference = as_float_matrix(_as_columns(p_ref), "reference predictions")
-    current = as_float_matrix(_as_columns(p_cur), "current predictions")
+    reference = as_numeric_matrix(_as_columns(p_ref), "reference predictions")
+    current = as_numeric_matrix(_as_columns(p_cur), "current predictions")
     if reference.shape[1] != current.shape[1]:
         raise ValueError(
             f"reference predictions have {reference.shape[1]} classes, "
@@ -147,8 +231,11 @@ def prediction_drift(p_ref: Any, p_cur: Any) -> float:
     for index, name in enumerate(classes):
         ref_sorted = sorted_finite_column(reference, index, name, "reference predictions")
         cur_sorted = sorted_finite_column(current, index, name, "current predictions")
-        statistic = ks_statistic(ref_sorted, cur_sorted)
-        smallest = min(smallest, ks_pvalue(statistic, ref_sorted.shape[0], cur_sorted.shape[0]))
+        if ref_sorted.dtype != cur_sorted.dtype:  # one type for both (drift.reference)
+            common = np.promote_types(ref_sorted.dtype, cur_sorted.dtype)
+            narrow = np.float32 if np.float32 in (ref_sorted.dtype, cur_sorted.dtype) else common
+            ref_sorted, cur_sorted = ref_sorted.astype(narrow), cur_sorted.astype(narrow)
+        smallest = min(smallest, ks_test(ref_sorted, cur_sorted)[1])
     return min(1.0, smallest * len(classes))
 
 
