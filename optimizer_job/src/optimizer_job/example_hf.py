@@ -49,7 +49,7 @@ def train_tokenizer(texts: list[str]) -> Any:
     """A WordPiece tokenizer trained on ``texts`` by `tokenizers`, as a Transformers
     fast BERT tokenizer."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import BertTokenizerFast
+    from transformers import BertTokenizerFast  # type: ignore[attr-defined]
 
     tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))  # noqa: S106 - a token, not a password
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
@@ -76,7 +76,7 @@ def tiny_bert(vocab_size: int, pad_token_id: int, *, seed: int = 0, **sizes: int
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(seed)
-    config = BertConfig(
+    config = BertConfig(  # type: ignore[call-arg]
         vocab_size=vocab_size,
         hidden_size=sizes.get("hidden_size", 32),
         num_hidden_layers=sizes.get("num_hidden_layers", 2),
