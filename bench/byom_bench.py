@@ -42,16 +42,23 @@ def bench_int8(rounds: int, batch: int, seq: int) -> None:
     int8, replaced = quantize.quantize_int8(
         hf.SequenceClassifier(BertForSequenceClassification(config)).eval()
     )
+    # For comparison: PyTorch's own (deprecated) dynamic int8 of the same float model.
+    dynamic = torch.ao.quantization.quantize_dynamic(fp32, {torch.nn.Linear}, dtype=torch.qint8)
     ids = torch.randint(5, config.vocab_size, (batch, seq)).to(torch.float32)
-    calls = {"float32": lambda: fp32(ids), "int8 (stage)": lambda: int8(ids)}
+    calls = {
+        "float32": lambda: fp32(ids),
+        "int8 (stage)": lambda: int8(ids),
+        "quantize_dynamic": lambda: dynamic(ids),
+    }
     result = interleaved_latency(
         calls, torch.device("cpu"), rounds=rounds, calls_per_round=1, warmup=2
     )
     print(f"int8: {len(replaced)} Linear layers replaced; threads {torch.get_num_threads()}")
     for name, latency in result.items():
         print(f"  {name:14} {latency.text()}")
-    ratio = result["float32"].median_ms / result["int8 (stage)"].median_ms
-    print(f"  speedup (median) {ratio:.2f}x at batch {batch}, sequence {seq}")
+    for name in ("int8 (stage)", "quantize_dynamic"):
+        ratio = result["float32"].median_ms / result[name].median_ms
+        print(f"  {name} speedup (median) {ratio:.2f}x at batch {batch}, sequence {seq}")
 
 
 def bench_download(mb: int, files: int) -> None:
