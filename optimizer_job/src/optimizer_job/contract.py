@@ -46,6 +46,10 @@ class DataRefs(_Strict):
     holdout: str | None = None
     label_column: str = "label"
     features: list[str] | None = None
+    # Text data: this column is tokenized with the model directory's tokenizer, padded or
+    # cut to max_length tokens.
+    text_column: str | None = None
+    max_length: int = Field(default=128, ge=8, le=4096)
 
 
 class RetrainStage(_Strict):

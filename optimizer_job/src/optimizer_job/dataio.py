@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -42,6 +43,9 @@ class Table:
     # Integer columns whose values float32 cannot hold (beyond 2**24): distinct values
     # may have become equal in X. Drift statistics warn about them by name.
     inexact_columns: list[str] = field(default_factory=list)
+    # Text tables: per-row statistics (characters, out-of-vocabulary share) that drift is
+    # measured on instead of token ids. Not carried by subset/concat (training needs none).
+    text_stats: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.X.shape[0])
@@ -345,8 +349,50 @@ def split_stratified(table: Table, percent: int, seed: int) -> tuple[Table, Tabl
     return table.subset(np.flatnonzero(mask)), table.subset(val_rows)
 
 
+def load_text_table(
+    uri_or_path: str | Path,
+    label_column: str,
+    text_column: str,
+    tokenizer: Any,
+    max_length: int,
+    *,
+    require_labels: bool = True,
+) -> Table:
+    """A Parquet or CSV table whose ``text_column`` becomes token ids (see optimizer_job.hf)."""
+    from optimizer_job import hf
+
+    path = local_file(uri_or_path)
+    if not path.is_file():
+        raise BadInputError(f"data file not found: {path}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            arrow = pq.read_table(path, columns=None)
+        elif suffix == ".csv":
+            arrow = pa_csv.read_csv(path)
+        else:
+            raise BadInputError(f"{path.name}: text data must be Parquet or CSV, not {suffix!r}")
+    except (pa.ArrowInvalid, OSError, ValueError) as error:
+        raise BadInputError(f"{path.name}: unreadable: {_one_line(error)}") from error
+    if text_column not in arrow.column_names:
+        raise BadInputError(f"{path.name}: no text column {text_column!r}")
+    texts = ["" if t is None else str(t) for t in arrow.column(text_column).to_pylist()]
+    if not texts:
+        raise BadInputError(f"{path.name}: no rows")
+    ids, stats = hf.tokenize(tokenizer, texts, max_length)
+    y = None
+    if label_column in arrow.column_names:
+        y = _labels(arrow.column(label_column), label_column, path)
+    elif require_labels:
+        raise BadInputError(f"{path.name}: no label column {label_column!r}")
+    return Table(ids, y, [f"token{i}" for i in range(max_length)], text_stats=stats)
+
+
 def flat_features(table: Table) -> tuple[np.ndarray, list[str]]:
-    """A 2-d view for statistics: images are flattened to one column per pixel."""
+    """A 2-d view for statistics: images are flattened to one column per pixel; text is
+    described by its statistics (token ids are not quantities)."""
+    if table.text_stats is not None:
+        return table.text_stats, ["text_length", "oov_rate"]
     if not table.is_image:
         return table.X, table.feature_names
     flat = table.X.reshape(len(table), -1)

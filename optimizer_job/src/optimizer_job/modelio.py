@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from optimizer_job import hf
 from optimizer_job.contract import BadInputError, resolve_uri
 from optimizer_job.manifest import ManifestError, read_manifest, verify_manifest, write_manifest
 
@@ -46,6 +48,8 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 class LoadedModel:
     module: nn.Module
     meta: dict[str, Any]
+    # The local directory it was loaded from (its tokenizer files, if any, are there).
+    directory: Path | None = None
 
     @property
     def is_onnx(self) -> bool:
@@ -119,11 +123,13 @@ def save_model(
     input_shape: list[int] | None = None,
     feature_names: list[str] | None = None,
     num_classes: int | None = None,
+    copy_files: list[Path] | None = None,
 ) -> str:
     """Write weights, model.json and MANIFEST into ``directory``; returns the MANIFEST's sha256.
 
     Input spec and class count may come as arguments or in ``extra_meta`` ("input",
-    "num_classes"); other ``extra_meta`` keys are stored as given.
+    "num_classes"); other ``extra_meta`` keys are stored as given. ``copy_files`` (e.g. a
+    tokenizer's) are copied in beside them.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -143,6 +149,8 @@ def save_model(
             onnx_meta["num_classes"] = num_classes
         onnx_module.save(model, directory, onnx_meta)
         return write_manifest(directory)
+    for path in copy_files or []:
+        shutil.copyfile(path, directory / path.name)
     tensors, quantization = state_tensors(model)
     save_file(tensors, str(directory / WEIGHTS_NAME), metadata=WEIGHTS_METADATA)
     meta: dict[str, Any] = {"format": MODEL_FORMAT}
@@ -205,6 +213,12 @@ def load_model(directory: Path | str, *, verify: bool = True) -> LoadedModel:
     directory = resolve_uri(str(directory)) if "://" in str(directory) else Path(directory)
     if not directory.is_dir():
         raise BadInputError(f"model directory not found: {directory}")
+    if hf.is_pretrained_directory(directory):
+        if verify:
+            verify_manifest(directory, required=(hf.CONFIG_NAME, WEIGHTS_NAME))
+        module, meta = hf.load_pretrained(directory)
+        module.eval()
+        return LoadedModel(module=module, meta=meta, directory=directory)
     if verify:
         verify_manifest(directory, required=(META_NAME,))
     try:
@@ -235,7 +249,7 @@ def load_model(directory: Path | str, *, verify: bool = True) -> LoadedModel:
         module = module.to(dtype)
         load_state(module, tensors, directory / WEIGHTS_NAME)
     module.eval()
-    return LoadedModel(module=module, meta=meta)
+    return LoadedModel(module=module, meta=meta, directory=directory)
 
 
 def load_state(module: nn.Module, tensors: dict[str, torch.Tensor], where: Path | str) -> None:

@@ -30,7 +30,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from optimizer_job import dataio, distributed, memory, storage
+from optimizer_job import dataio, distributed, hf, memory, storage
 from optimizer_job.contract import (
     BadInputError,
     DriftReport,
@@ -104,11 +104,29 @@ def load_inputs(task: Task) -> Inputs:
     """The model and its tables, each checked against the model's input spec."""
     loaded = load_model(storage.local_directory(task.model_uri))
     features = task.data.features or loaded.feature_names or None
+    text_column = task.data.text_column
+    tokenizer = None
+    if text_column is not None:
+        if loaded.directory is None:
+            raise BadInputError("data.textColumn needs a model directory with a tokenizer")
+        tokenizer = hf.load_tokenizer(loaded.directory)
 
     def read(uri: str | None, what: str, require_labels: bool) -> Table | None:
         if uri is None:
             return None
         try:
+            if text_column is not None:
+                table = dataio.load_text_table(
+                    uri,
+                    task.data.label_column,
+                    text_column,
+                    tokenizer,
+                    task.data.max_length,
+                    require_labels=require_labels,
+                )
+                if loaded.num_classes is not None:
+                    dataio.check_labels(table, loaded.num_classes, what)
+                return table
             table = dataio.load_table(
                 uri, task.data.label_column, features, require_labels=require_labels
             )
@@ -272,6 +290,22 @@ def measure_drift(
     return report, notes
 
 
+TRANSFORMERS_FACTORIES = frozenset({hf.SEQUENCE_FACTORY, hf.IMAGE_FACTORY})
+# Stages written for the layers they know: a Transformers model goes through retrain,
+# quantize and evaluate; pruning its heads and distilling its data are not done here.
+_UNSUPPORTED = {"prune": TRANSFORMERS_FACTORIES, "distill": TRANSFORMERS_FACTORIES}
+
+
+def refuse_unsupported_stages(task: Task, loaded: LoadedModel) -> None:
+    """Bad input, before any work, when a stage cannot handle the model's kind."""
+    for stage in task.stages:
+        if loaded.factory in _UNSUPPORTED.get(stage.type, frozenset()):
+            raise BadInputError(
+                f"stage {stage.type} does not support {hf.model_type(loaded.meta)} models "
+                f"(Transformers); use retrain and quantize"
+            )
+
+
 def _empty_like(table: Table) -> Table:
     return Table(
         X=np.empty((0, *table.sample_shape), dtype=np.float32),
@@ -423,6 +457,7 @@ def optimize_task(
     model = copy.deepcopy(loaded.module)
     reports: list[StageReport] = []
     before = baseline
+    refuse_unsupported_stages(task, loaded)
     for index, stage in enumerate(task.stages, start=1):
         if stage.type != "retrain":
             distributed.leave()  # the data-parallel head of the pipeline is over
@@ -453,6 +488,15 @@ def optimize_task(
     extra_meta: dict[str, Any] = {
         k: v for k, v in loaded.meta.items() if k not in _WEIGHT_META_KEYS
     }
+    copy_files: list[Path] = []
+    if loaded.directory is not None and loaded.factory in TRANSFORMERS_FACTORIES:
+        copy_files = [
+            loaded.directory / name
+            for name in (hf.CONFIG_NAME, *hf.TOKENIZER_FILES)
+            if (loaded.directory / name).is_file()
+        ]
+    if task.data.text_column is not None:
+        extra_meta["input"] = {"shape": [task.data.max_length], "text": True}
     extra_meta["lineage"] = {
         "parent": task.model_uri,
         "optimization": f"{task.namespace}/{task.optimization}",
@@ -461,7 +505,9 @@ def optimize_task(
     }
 
     def build(directory: Path) -> RunResult:
-        digest = save_model(model, ctx.factory, ctx.kwargs, directory, extra_meta)
+        digest = save_model(
+            model, ctx.factory, ctx.kwargs, directory, extra_meta, copy_files=copy_files
+        )
         # Measure what was written, as a reader will load it, side by side with the
         # model in use: the gates compare these two.
         written = load_model(directory).module

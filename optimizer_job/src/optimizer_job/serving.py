@@ -51,7 +51,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from optimizer_job import storage
+from optimizer_job import hf, storage
 from optimizer_job.contract import PVC_MOUNT_ROOT, BadInputError, is_s3_uri, resolve_uri
 from optimizer_job.manifest import MANIFEST_NAME, sha256_file
 from optimizer_job.modelio import LoadedModel, load_model
@@ -113,6 +113,8 @@ class ServedModel:
         self.loaded: LoadedModel = load_model(directory)  # checks the MANIFEST first
         self.manifest_sha256 = sha256_file(directory / MANIFEST_NAME)
         self.input_shape = self.loaded.input_shape
+        if not self.input_shape and self.loaded.factory == hf.SEQUENCE_FACTORY:
+            self.input_shape = [-1]  # a save_pretrained text model: rows of token ids
         if not self.input_shape:
             raise BadInputError(f"{uri}: model.json has no input shape")
         # The framework that computes: an ONNX model directory (model.onnx, format onnx) is

@@ -74,9 +74,14 @@ def scratch_dir(name: str) -> Path:
 
 
 def store_config(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(S3 config, client options) from AWS SDK environment names (credentials are left
-    to the client, which reads them from the environment itself)."""
+    """(S3 config, client options) from AWS SDK environment names. Without static
+    credentials the client finds its own (web identity token, instance metadata)."""
     config: dict[str, Any] = {"virtual_hosted_style_request": False}
+    for name, key in zip(
+        _CREDENTIAL_NAMES, ("access_key_id", "secret_access_key", "session_token"), strict=True
+    ):
+        if env.get(name):
+            config[key] = env[name]
     endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
     if endpoint:
         config["endpoint"] = endpoint

@@ -57,4 +57,6 @@ def data_refs(spec: ModelOptimizationSpec) -> contract.DataRefs:
         holdout=spec.data.holdout,
         label_column=spec.data.label_column,
         features=list(spec.data.features) if spec.data.features is not None else None,
+        text_column=spec.data.text_column,
+        max_length=spec.data.max_length,
     )

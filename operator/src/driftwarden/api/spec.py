@@ -199,6 +199,8 @@ class DataSpec(SpecModel):
     features: (
         Annotated[list[FeatureName], Field(max_length=1024), AfterValidator(_unique)] | None
     ) = None
+    text_column: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    max_length: Annotated[int, Field(ge=8, le=4096)] = 128
 
     @model_validator(mode="after")
     def _label_is_not_a_feature(self) -> DataSpec:
