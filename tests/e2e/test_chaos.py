@@ -55,7 +55,7 @@ NAME = "chaos"
 SERVER = "chaos-server"
 MODEL_ENV = "MODEL_URI"
 FIX_ANNOTATION = "driftwarden.io/temporary-fix"
-REQUESTS = int(os.environ.get("CHAOS_REQUESTS", "5"))
+REQUESTS = int(os.environ.get("CHAOS_REQUESTS", "3"))
 SEED = int(os.environ.get("CHAOS_SEED", "11"))
 FAULTS = {
     "conflict": 0.03,
