@@ -55,7 +55,7 @@ NAME = "chaos"
 SERVER = "chaos-server"
 MODEL_ENV = "MODEL_URI"
 FIX_ANNOTATION = "driftwarden.io/temporary-fix"
-REQUESTS = int(os.environ.get("CHAOS_REQUESTS", "5"))
+REQUESTS = int(os.environ.get("CHAOS_REQUESTS", "3"))
 SEED = int(os.environ.get("CHAOS_SEED", "11"))
 FAULTS = {
     "conflict": 0.03,
@@ -206,11 +206,18 @@ def test_the_loop_keeps_its_invariants_under_api_faults_and_kills(
                 "patch", "mo", NAME, "-n", namespace, "--type=merge", "-p", json.dumps(patch)
             )
 
-            def done(request: str = request) -> dict[str, Any] | None:
+            seen: dict[str, int] = {}
+
+            def done(request: str = request, seen: dict[str, int] = seen) -> Any:
+                """The run this request started is recorded. Not "no run active": while
+                the SLO is breached the latency trigger starts the next run at once."""
                 status = observer.poll()
-                if status.get("lastRunRequest") == request and not status.get("activeRun"):
-                    return status
-                return None
+                if status.get("lastRunRequest") != request:
+                    return None
+                # lastRunRequest is written with the run's start, as is runCount.
+                started = seen.setdefault("sequence", int(status.get("runCount") or 0))
+                runs = status.get("runs") or []
+                return status if any(sequence(r["id"]) >= started for r in runs) else None
 
             wait_for(f"the run of {request}", done, 600, None, interval=2)
             if (mo_status(devcluster, namespace, NAME).get("temporaryFix") or {}).get("active"):
@@ -219,7 +226,18 @@ def test_the_loop_keeps_its_invariants_under_api_faults_and_kills(
         killer.stop()
     assert killer.error is None, killer.error
 
-    status = observer.poll()
+    # Converge: the SLO is met (no more latency runs), the last run is recorded.
+    patch = {"spec": {"triggers": {"latency": {"p95Ms": 100000}}}}
+    devcluster.kubectl(
+        "patch", "mo", NAME, "-n", namespace, "--type=merge", "-p", json.dumps(patch)
+    )
+    status = wait_for(
+        "no run active",
+        lambda: (lambda s: s if not s.get("activeRun") else None)(observer.poll()),
+        900,
+        None,
+        interval=2,
+    )
     runs = status.get("runs") or []
     violations += check_runs(status, observer)
 
