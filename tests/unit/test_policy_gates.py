@@ -114,11 +114,13 @@ def test_the_speed_gate_follows_the_runs_purpose(trigger: str | None, name: str)
     assert f"started by {trigger or 'hand'}" in gate.why
 
 
-def test_without_a_speedup_every_run_gets_the_slowdown_tolerance() -> None:
+def test_without_a_speedup_only_drift_and_accuracy_runs_get_the_slowdown_tolerance() -> None:
     settings = GateSettings(max_slowdown_percent=10)
-    for trigger in ("Latency", "Drift", "Manual"):
+    for trigger in ("Drift", "Accuracy"):
         gate = speed_gate(settings, trigger)
         assert gate is not None and gate.name == "MaxSlowdown"
+    for other in ("Latency", "Manual", "Schedule", None):
+        assert speed_gate(settings, other) is None
     assert speed_gate(GateSettings(), "Drift") is None
 
 

@@ -13,10 +13,11 @@ Speed is judged by purpose (``speed_gate``): a run started for latency must make
 faster (Speedup, ``minSpeedupPercent``); a run started for drift or accuracy is judged on
 accuracy and must only not be slower beyond a tolerance (MaxSlowdown,
 ``maxSlowdownPercent``); a manual, scheduled or initial run gets Speedup when the spec sets
-``minSpeedupPercent``, else MaxSlowdown. Either decides on the confidence interval of the
-speed ratio the Job measured at one batch size (``contract.SpeedRatio``): it passes when
-the interval's lower bound meets the required ratio, fails when its upper bound does not,
-and is inconclusive in between (InconclusiveLatency): not promoted, and not called slower.
+``minSpeedupPercent``, else no speed gate (as a latency run without it). Either decides on
+the confidence interval of the speed ratio the Job measured at one batch size
+(``contract.SpeedRatio``): it passes when the interval's lower bound meets the required
+ratio, fails when its upper bound does not, and is inconclusive in between
+(InconclusiveLatency): not promoted, and not called slower.
 """
 
 from __future__ import annotations
@@ -85,12 +86,9 @@ def speed_gate(settings: GateSettings, trigger: str | None) -> SpeedGate | None:
         return SpeedGate("Speedup", speedup, batch, f"{started}: it must make the model faster")
     if speedup is not None and trigger not in ACCURACY_TRIGGERS:
         return SpeedGate("Speedup", speedup, batch, f"{started} and gates.minSpeedupPercent is set")
-    if slowdown is None:
+    if slowdown is None or trigger not in ACCURACY_TRIGGERS:
         return None
-    if trigger in ACCURACY_TRIGGERS:
-        why = f"{started}: it is judged on accuracy and may not make the model much slower"
-    else:
-        why = f"{started} and no speedup is required: it may not make the model much slower"
+    why = f"{started}: it is judged on accuracy and may not make the model much slower"
     return SpeedGate("MaxSlowdown", slowdown, batch, why)
 
 
