@@ -523,6 +523,13 @@ NOT_EXERCISED_HERE = {
     ("get", "", "persistentvolumeclaims", ""): "pvc:// URIs are checked before a run",
     ("get", "apps", "deployments", ""): "spec.target: promotion, temporary fix",
     ("patch", "apps", "deployments", ""): "spec.target: promotion, temporary fix",
+    # The scenario's resource names no spec.storage.secretRef (s3:// storage):
+    # tests/e2e/test_bring_your_model.py exercises the MissingSecret check.
+    ("get", "", "secrets", ""): "spec.storage.secretRef exists before a run",
+    # The scenario runs one pod per Job: job.workers > 1 (tests/e2e/test_distributed_runs.py)
+    # creates, or after a crash reads and adopts, the headless Service of a gang.
+    ("create", "", "services", ""): "job.workers > 1: the gang's headless Service",
+    ("get", "", "services", ""): "job.workers > 1: the gang's headless Service",
 }
 Access = tuple[str, str, str, str]  # verb, API group, resource, subresource
 
