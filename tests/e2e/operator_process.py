@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,15 +25,9 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from devcluster.controlplane import Cluster
+from devcluster.ports import free_port
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class OperatorProcess:
@@ -57,6 +50,7 @@ class OperatorProcess:
         self.health_port = free_port()
         self.metrics_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.crash_at: str | None = None
 
     def start(self, *, crash_at: str | None = None, ready_timeout: float = 60.0) -> OperatorProcess:
         """Start (again); `crash_at` applies to this start only."""
@@ -65,6 +59,7 @@ class OperatorProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTWARDEN_")}
         env["KUBECONFIG"] = str(self.kubeconfig)
         env |= self.extra_env
+        self.crash_at = crash_at
         if crash_at:
             env["DRIFTWARDEN_TEST_CRASH_AT"] = crash_at
         argv = [sys.executable, "-m", "driftwarden"]
@@ -101,8 +96,12 @@ class OperatorProcess:
         url = f"http://127.0.0.1:{self.health_port}/healthz"
         while time.monotonic() < deadline:
             if self.proc is None or self.proc.poll() is not None:
-                # A crash point may be reached quickly; the caller waits for that exit.
-                return
+                if self.crash_at:
+                    return  # a crash point may be reached quickly; the caller waits for that exit
+                raise RuntimeError(
+                    f"the operator exited with {self.proc and self.proc.returncode} while "
+                    f"starting:\n{self.log_tail()}"
+                )
             try:
                 with urllib.request.urlopen(url, timeout=2) as response:
                     if response.status == 200:

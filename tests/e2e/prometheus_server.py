@@ -26,10 +26,10 @@ from typing import Any
 
 import pytest
 import yaml
-from operator_process import free_port
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 
+from devcluster.ports import free_port
 from driftwarden.promql import PrometheusClient, PrometheusError, QueryResult
 
 SCRAPE_INTERVAL = "1s"

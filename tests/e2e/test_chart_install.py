@@ -31,7 +31,6 @@ from operator_process import (
     example_dir,
     example_uris,
     finished_runs,
-    free_port,
     get_json,
     jobs_of,
     mo_manifest,
@@ -41,6 +40,7 @@ from operator_process import (
 from prometheus_server import PrometheusServer
 
 from devcluster.controlplane import Cluster
+from devcluster.ports import free_port
 
 pytestmark = pytest.mark.e2e
 pytest_plugins = ["prometheus_fixture"]

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from devcluster import build, cluster_dns, pki, s3
+from devcluster.ports import free_port
 
 if TYPE_CHECKING:
     from devcluster.faultproxy import FaultProxyControl
@@ -96,13 +96,6 @@ class State:
             raise FileNotFoundError(f"no devcluster state in {state_dir} (is it up?)")
         data = json.loads(file.read_text())
         return cls(**data)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _kubeconfig(state: State, user: str, pair: pki.Pair) -> Path:

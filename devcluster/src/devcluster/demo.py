@@ -22,7 +22,6 @@ import argparse
 import http.client
 import json
 import os
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -50,6 +49,7 @@ from devcluster.demo_show import (
     table,
 )
 from devcluster.demo_traffic import Traffic, send
+from devcluster.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_STATE_DIR = REPO_ROOT / ".devcluster"  # where `make demo-down` looks
@@ -71,13 +71,6 @@ Json = dict[str, Any]
 
 class DemoFailedError(Exception):
     """A step of the demo could not be shown; the message says which and why."""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Demo:
