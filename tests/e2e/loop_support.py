@@ -110,6 +110,80 @@ def slow_model_and_data() -> tuple[Path, Path]:
     return root, data
 
 
+TABLES = ("reference", "current", "holdout")
+JOB = {"resources": {"cpu": "500m", "memory": "1Gi"}}
+
+
+def loop_resource(
+    name: str,
+    *,
+    model: str,
+    data: Path,
+    artifacts: Path,
+    spec: dict[str, Any],
+    target: str | dict[str, Any] | None = None,
+    data_format: str = "parquet",
+) -> dict[str, Any]:
+    """A ModelOptimization of the loop tests: ``model``, the three tables under ``data``
+    (``<table>.<data_format>``), ``artifacts``, an optional ``target`` (a Deployment's name
+    or the whole field), and ``spec``'s fields as the CRD names them (pipeline, gates,
+    triggers, monitoring, runRequest, ...); the Job asks for 500m CPU and 1Gi."""
+    body: dict[str, Any] = {
+        "model": {"uri": model},
+        "data": {table: f"file://{data}/{table}.{data_format}" for table in TABLES},
+        "artifacts": {"uri": f"file://{artifacts}"},
+        "job": JOB,
+    }
+    if target is not None:
+        body["target"] = {"deployment": target} if isinstance(target, str) else target
+    body |= spec
+    return {
+        "apiVersion": "driftwarden.io/v1alpha1",
+        "kind": "ModelOptimization",
+        "metadata": {"name": name},
+        "spec": body,
+    }
+
+
+def always_breached(
+    name: str,
+    root: Path,
+    data: Path,
+    server: str,
+    *,
+    fix: dict[str, Any],
+    interval: str = "10s",
+    cooldown: str | None = "1h",
+    gates: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A resource on slow_model_and_data()'s wide CNN whose SLO every evaluation breaches
+    (p95 at batch 32 <= 1 ms), with the temporary fix ``fix`` and at most one latency run a
+    day (an int8 quantization; ``gates`` decide whether it can be promoted)."""
+    triggers: dict[str, Any] = {"latency": {"p95Ms": 1, "batchSize": 32}, "maxRunsPerDay": 1}
+    if cooldown is not None:
+        triggers["cooldown"] = cooldown
+    spec: dict[str, Any] = {
+        "pipeline": [{"quantize": {"mode": "int8"}}],
+        "triggers": triggers,
+        "temporaryFix": fix,
+        "monitoring": {
+            "interval": interval,
+            "latency": {"batchSizes": [32], "warmup": 2, "iterations": 10},
+        },
+    }
+    if gates is not None:
+        spec["gates"] = gates
+    return loop_resource(
+        name,
+        model=f"file://{root}/model",
+        data=data,
+        artifacts=root / "artifacts",
+        target=server,
+        data_format="npz",
+        spec=spec,
+    )
+
+
 def copy_tree(source: Path, prefix: str) -> Path:
     """A writable copy the Jobs' user can read and write."""
     target = scratch_dir(prefix)

@@ -352,8 +352,18 @@ RESYNC = 2.0  # the operator's resync period in tests (production: 15 s)
 
 
 def start_operator(
-    devcluster: Cluster, namespace: str, log_dir: Path, *, crash_at: str | None = None
+    devcluster: Cluster,
+    namespace: str,
+    log_dir: Path,
+    *,
+    crash_at: str | None = None,
+    operators: list[OperatorProcess] | None = None,
 ) -> OperatorProcess:
-    return OperatorProcess(
+    """The operator for one namespace, started; appended to ``operators`` (the fixture that
+    stops them all at the end of a test) before it starts, so a failed start is cleaned up."""
+    operator = OperatorProcess(
         devcluster.kubeconfig, [namespace], log_dir / "operator.log", resync_seconds=RESYNC
-    ).start(crash_at=crash_at)
+    )
+    if operators is not None:
+        operators.append(operator)
+    return operator.start(crash_at=crash_at)

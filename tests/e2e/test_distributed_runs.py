@@ -73,8 +73,7 @@ def test_a_gang_retrains_and_only_worker_0_writes(
     workers: int,
 ) -> None:
     ns = restricted_namespace
-    op = start_operator(devcluster, ns, tmp_path)
-    operators.append(op)
+    op = start_operator(devcluster, ns, tmp_path, operators=operators)
     manifest = mo_manifest(
         "digits",
         ns,
@@ -123,8 +122,7 @@ def test_a_killed_worker_fails_the_run_naming_it(
     tmp_path: Path,
 ) -> None:
     ns = restricted_namespace
-    op = start_operator(devcluster, ns, tmp_path)
-    operators.append(op)
+    op = start_operator(devcluster, ns, tmp_path, operators=operators)
     manifest = mo_manifest(
         "digits",
         ns,
@@ -168,8 +166,7 @@ def test_a_gang_that_cannot_be_scheduled_fails_within_its_timeout(
     tmp_path: Path,
 ) -> None:
     ns = namespace
-    op = start_operator(devcluster, ns, tmp_path)
-    operators.append(op)
+    op = start_operator(devcluster, ns, tmp_path, operators=operators)
     manifest = mo_manifest(
         "digits",
         ns,

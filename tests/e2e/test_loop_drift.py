@@ -21,6 +21,7 @@ from loop_support import (
     deployment,
     describe,
     event_reasons,
+    loop_resource,
     metric,
     serving_deployment,
     start_loop_operator,
@@ -56,30 +57,25 @@ def test_drift_retrains_promotes_and_rolls_the_serving_pods(
     apply_yaml(
         devcluster,
         namespace,
-        f"""
-apiVersion: driftwarden.io/v1alpha1
-kind: ModelOptimization
-metadata: {{name: {NAME}}}
-spec:
-  model: {{uri: "{model}"}}
-  data:
-    reference: "file://{data}/reference.parquet"
-    current: "file://{data}/current.parquet"
-    holdout: "file://{data}/holdout.parquet"
-  artifacts: {{uri: "file://{artifacts}"}}
-  target: {{deployment: {SERVER}, container: server}}
-  pipeline:
-    - retrain: {{epochs: 8, data: ReferenceAndCurrent}}
-  triggers:
-    drift: {{metric: psi, threshold: "0.2", consecutiveWindows: 2}}
-    cooldown: 10s
-  gates: {{maxAccuracyDropPercent: 1}}
-  monitoring:
-    interval: 10s
-    latency: {{batchSizes: [1, 32], warmup: 2, iterations: 20}}
-  job:
-    resources: {{cpu: 500m, memory: 1Gi}}
-""",
+        loop_resource(
+            NAME,
+            model=model,
+            data=data,
+            artifacts=artifacts,
+            target={"deployment": SERVER, "container": "server"},
+            spec={
+                "pipeline": [{"retrain": {"epochs": 8, "data": "ReferenceAndCurrent"}}],
+                "triggers": {
+                    "drift": {"metric": "psi", "threshold": "0.2", "consecutiveWindows": 2},
+                    "cooldown": "10s",
+                },
+                "gates": {"maxAccuracyDropPercent": 1},
+                "monitoring": {
+                    "interval": "10s",
+                    "latency": {"batchSizes": [1, 32], "warmup": 2, "iterations": 20},
+                },
+            },
+        ),
     )
     operator = start_loop_operator(devcluster, namespace, operators, tmp_path)
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from loop_support import (
+    always_breached,
     apply_yaml,
     condition,
     container_of,
@@ -68,41 +69,17 @@ def idle_deployment(model_uri: str, name: str, resources: dict[str, Any] | None 
     return body
 
 
-def fix_setup(devcluster: Cluster, namespace: str) -> tuple[str, str]:
+def fix_setup(devcluster: Cluster, namespace: str) -> tuple[str, dict[str, Any]]:
     """The wide CNN and its data; the serving Deployment SERVER with no replicas. Returns the
-    model's URI and the resource's manifest, whose SLO every evaluation breaches (p95 at
-    batch 32 <= 1 ms), with a cpu-only fix for an hour. Its one latency run (a
-    quantization) cannot pass a 1000 % speed gate: nothing is promoted."""
+    model's URI and the resource, whose SLO every evaluation breaches, with a cpu-only fix
+    for an hour. Its one latency run (a quantization) cannot pass a 1000 % speed gate:
+    nothing is promoted."""
     root, data = slow_model_and_data()
     model = f"file://{root}/model"
     apply_yaml(devcluster, namespace, idle_deployment(model, SERVER))
-    manifest = f"""
-apiVersion: driftwarden.io/v1alpha1
-kind: ModelOptimization
-metadata: {{name: {NAME}}}
-spec:
-  model: {{uri: "{model}"}}
-  data:
-    reference: "file://{data}/reference.npz"
-    current: "file://{data}/current.npz"
-    holdout: "file://{data}/holdout.npz"
-  artifacts: {{uri: "file://{root}/artifacts"}}
-  target: {{deployment: {SERVER}}}
-  pipeline:
-    - quantize: {{mode: int8}}
-  gates: {{minSpeedupPercent: 1000}}
-  triggers:
-    latency: {{p95Ms: 1, batchSize: 32}}
-    cooldown: 1h
-    maxRunsPerDay: 1
-  temporaryFix: {{cpuPercent: 200, memoryPercent: 100, expiresAfter: 1h}}
-  monitoring:
-    interval: 10s
-    latency: {{batchSizes: [32], warmup: 2, iterations: 10}}
-  job:
-    resources: {{cpu: 500m, memory: 1Gi}}
-"""
-    return model, manifest
+    fix = {"cpuPercent": 200, "memoryPercent": 100, "expiresAfter": "1h"}
+    resource = always_breached(NAME, root, data, SERVER, fix=fix, gates={"minSpeedupPercent": 1000})
+    return model, resource
 
 
 def resources(devcluster: Cluster, namespace: str, name: str = SERVER) -> Any:

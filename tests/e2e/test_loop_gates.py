@@ -21,6 +21,7 @@ from loop_support import (
     deployment,
     describe,
     event_reasons,
+    loop_resource,
     metric,
     serving_deployment,
     start_loop_operator,
@@ -36,25 +37,20 @@ pytest_plugins = ["operator_fixtures"]
 SERVER = "gated-server"
 
 
-def manifest(name: str, example: Path, artifacts: Path, extra: str) -> str:
-    return f"""
-apiVersion: driftwarden.io/v1alpha1
-kind: ModelOptimization
-metadata: {{name: {name}}}
-spec:
-  runRequest: "first"
-  model: {{uri: "file://{example}/model"}}
-  data:
-    reference: "file://{example}/data/reference.parquet"
-    current: "file://{example}/data/current.parquet"
-    holdout: "file://{example}/data/holdout.parquet"
-  artifacts: {{uri: "file://{artifacts}"}}
-  target: {{deployment: {SERVER}}}
-  monitoring:
-    latency: {{batchSizes: [1, 32], warmup: 2, iterations: 20}}
-  job:
-    resources: {{cpu: 500m, memory: 1Gi}}
-{extra}"""
+def manifest(name: str, example: Path, artifacts: Path, spec: dict[str, Any]) -> dict[str, Any]:
+    """A resource on the example model and data, serving SERVER, with its first run asked for."""
+    return loop_resource(
+        name,
+        model=f"file://{example}/model",
+        data=example / "data",
+        artifacts=artifacts,
+        target=SERVER,
+        spec={
+            "runRequest": "first",
+            "monitoring": {"latency": {"batchSizes": [1, 32], "warmup": 2, "iterations": 20}},
+            **spec,
+        },
+    )
 
 
 def model_env(devcluster: Cluster, namespace: str) -> str:
@@ -83,10 +79,10 @@ def test_a_candidate_that_fails_a_gate_is_not_promoted_and_the_reason_is_visible
             "gated",
             job_example,
             scratch_dir("loop-gates-artifacts-"),
-            """  pipeline:
-    - quantize: {mode: int8}
-  gates: {maxAccuracyDropPercent: 1, minSpeedupPercent: 1000}
-""",
+            {
+                "pipeline": [{"quantize": {"mode": "int8"}}],
+                "gates": {"maxAccuracyDropPercent": 1, "minSpeedupPercent": 1000},
+            },
         ),
     )
     operator = start_loop_operator(devcluster, namespace, operators, tmp_path)
@@ -151,10 +147,7 @@ def test_manual_promotion_waits_for_an_approved_run(
             "manual",
             job_example,
             scratch_dir("loop-manual-artifacts-"),
-            """  pipeline:
-    - retrain: {epochs: 5}
-  promotion: {mode: Manual}
-""",
+            {"pipeline": [{"retrain": {"epochs": 5}}], "promotion": {"mode": "Manual"}},
         ),
     )
     operator = start_loop_operator(devcluster, namespace, operators, tmp_path)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from loop_support import (
+    always_breached,
     apply_yaml,
     condition,
     container_of,
@@ -22,6 +23,7 @@ from loop_support import (
     describe,
     evaluated_since,
     event_reasons,
+    loop_resource,
     metric,
     serving_deployment,
     serving_pods,
@@ -62,28 +64,25 @@ def test_slow_model_gets_a_temporary_fix_then_a_faster_model_and_the_fix_is_reve
     apply_yaml(
         devcluster,
         namespace,
-        f"""
-apiVersion: driftwarden.io/v1alpha1
-kind: ModelOptimization
-metadata: {{name: {NAME}}}
-spec:
-  model: {{uri: "{model}"}}
-  data:
-    reference: "file://{data}/reference.npz"
-    current: "file://{data}/current.npz"
-    holdout: "file://{data}/holdout.npz"
-  artifacts: {{uri: "file://{root}/artifacts"}}
-  target: {{deployment: {SERVER}}}
-  pipeline:
-    - prune: {{method: structured, amountPercent: 80, fineTuneEpochs: 2}}
-  gates: {{maxAccuracyDropPercent: 1, minSpeedupPercent: 100}}
-  triggers: {{cooldown: 10s}}
-  monitoring:
-    interval: 10s
-    latency: {{batchSizes: [32], warmup: 3, iterations: 30}}
-  job:
-    resources: {{cpu: 500m, memory: 1Gi}}
-""",
+        loop_resource(
+            NAME,
+            model=model,
+            data=data,
+            artifacts=root / "artifacts",
+            target=SERVER,
+            data_format="npz",
+            spec={
+                "pipeline": [
+                    {"prune": {"method": "structured", "amountPercent": 80, "fineTuneEpochs": 2}}
+                ],
+                "gates": {"maxAccuracyDropPercent": 1, "minSpeedupPercent": 100},
+                "triggers": {"cooldown": "10s"},
+                "monitoring": {
+                    "interval": "10s",
+                    "latency": {"batchSizes": [32], "warmup": 3, "iterations": 30},
+                },
+            },
+        ),
     )
     operator = start_loop_operator(devcluster, namespace, operators, tmp_path)
 
@@ -216,34 +215,13 @@ def test_an_expired_fix_is_reverted_and_not_applied_again_during_the_same_breach
     root, data = slow_model_and_data()
     model = f"file://{root}/model"
     apply_yaml(devcluster, namespace, serving_deployment(model, name=SERVER))
+    fix = {"cpuPercent": 200, "memoryPercent": 100, "expiresAfter": "20s"}
     apply_yaml(
         devcluster,
         namespace,
-        f"""
-apiVersion: driftwarden.io/v1alpha1
-kind: ModelOptimization
-metadata: {{name: {NAME}}}
-spec:
-  model: {{uri: "{model}"}}
-  data:
-    reference: "file://{data}/reference.npz"
-    current: "file://{data}/current.npz"
-    holdout: "file://{data}/holdout.npz"
-  artifacts: {{uri: "file://{root}/artifacts"}}
-  target: {{deployment: {SERVER}}}
-  pipeline:
-    - quantize: {{mode: int8}}
-  gates: {{minSpeedupPercent: 1000}}
-  triggers:
-    latency: {{p95Ms: 1, batchSize: 32}}
-    maxRunsPerDay: 1
-  temporaryFix: {{cpuPercent: 200, memoryPercent: 100, expiresAfter: 20s}}
-  monitoring:
-    interval: 10s
-    latency: {{batchSizes: [32], warmup: 2, iterations: 10}}
-  job:
-    resources: {{cpu: 500m, memory: 1Gi}}
-""",
+        always_breached(
+            NAME, root, data, SERVER, fix=fix, cooldown=None, gates={"minSpeedupPercent": 1000}
+        ),
     )
     operator = start_loop_operator(devcluster, namespace, operators, tmp_path)
     applied = wait_status(
@@ -298,34 +276,9 @@ def test_deleting_the_resource_reverts_the_fix_and_hands_the_target_back(
     root, data = slow_model_and_data()
     model = f"file://{root}/model"
     apply_yaml(devcluster, namespace, serving_deployment(model, name=SERVER))
+    fix = {"cpuPercent": 200, "memoryPercent": 150, "expiresAfter": "1h"}
     apply_yaml(
-        devcluster,
-        namespace,
-        f"""
-apiVersion: driftwarden.io/v1alpha1
-kind: ModelOptimization
-metadata: {{name: {NAME}}}
-spec:
-  model: {{uri: "{model}"}}
-  data:
-    reference: "file://{data}/reference.npz"
-    current: "file://{data}/current.npz"
-    holdout: "file://{data}/holdout.npz"
-  artifacts: {{uri: "file://{root}/artifacts"}}
-  target: {{deployment: {SERVER}}}
-  pipeline:
-    - quantize: {{mode: int8}}
-  triggers:
-    latency: {{p95Ms: 1, batchSize: 32}}
-    cooldown: 1h
-    maxRunsPerDay: 1
-  temporaryFix: {{cpuPercent: 200, memoryPercent: 150, expiresAfter: 1h}}
-  monitoring:
-    interval: 1m
-    latency: {{batchSizes: [32], warmup: 2, iterations: 10}}
-  job:
-    resources: {{cpu: 500m, memory: 1Gi}}
-""",
+        devcluster, namespace, always_breached(NAME, root, data, SERVER, fix=fix, interval="1m")
     )
     operator = start_loop_operator(devcluster, namespace, operators, tmp_path)
     wait_status(

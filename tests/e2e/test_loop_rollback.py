@@ -23,6 +23,7 @@ from loop_support import (
     deployment,
     evaluated_since,
     event_reasons,
+    loop_resource,
     serving_deployment,
     start_loop_operator,
     wait_status,
@@ -56,29 +57,23 @@ def test_a_promotion_under_the_gates_is_rolled_back(
     apply_yaml(
         devcluster,
         namespace,
-        f"""
-apiVersion: driftwarden.io/v1alpha1
-kind: ModelOptimization
-metadata: {{name: {NAME}}}
-spec:
-  runRequest: "first"
-  model: {{uri: "{model}"}}
-  data:
-    reference: "file://{data}/reference.parquet"
-    current: "file://{data}/current.parquet"
-    holdout: "file://{data}/holdout.parquet"
-  artifacts: {{uri: "file://{scratch_dir("loop-rollback-artifacts-")}"}}
-  target: {{deployment: {SERVER}}}
-  pipeline:
-    - retrain: {{epochs: 5}}
-  gates: {{maxAccuracyDropPercent: 1}}
-  promotion: {{mode: Manual, rollback: true}}
-  monitoring:
-    interval: 10s
-    latency: {{batchSizes: [1, 32], warmup: 2, iterations: 20}}
-  job:
-    resources: {{cpu: 500m, memory: 1Gi}}
-""",
+        loop_resource(
+            NAME,
+            model=model,
+            data=data,
+            artifacts=scratch_dir("loop-rollback-artifacts-"),
+            target=SERVER,
+            spec={
+                "runRequest": "first",
+                "pipeline": [{"retrain": {"epochs": 5}}],
+                "gates": {"maxAccuracyDropPercent": 1},
+                "promotion": {"mode": "Manual", "rollback": True},
+                "monitoring": {
+                    "interval": "10s",
+                    "latency": {"batchSizes": [1, 32], "warmup": 2, "iterations": 20},
+                },
+            },
+        ),
     )
     operator = start_loop_operator(devcluster, namespace, operators, tmp_path)
     waiting = wait_status(

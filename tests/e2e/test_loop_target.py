@@ -9,6 +9,7 @@ from loop_support import (
     apply_yaml,
     condition,
     event_reasons,
+    loop_resource,
     serving_deployment,
     start_loop_operator,
     wait_status,
@@ -32,20 +33,14 @@ def test_a_missing_target_is_reported_until_it_exists(
     apply_yaml(
         devcluster,
         namespace,
-        f"""
-apiVersion: driftwarden.io/v1alpha1
-kind: ModelOptimization
-metadata: {{name: targeted}}
-spec:
-  model: {{uri: "{model}"}}
-  data:
-    reference: "file://{job_example}/data/reference.parquet"
-    current: "file://{job_example}/data/current.parquet"
-    holdout: "file://{job_example}/data/holdout.parquet"
-  artifacts: {{uri: "file://{scratch_dir("loop-target-artifacts-")}"}}
-  target: {{deployment: later-server, container: server}}
-  pipeline: [{{retrain: {{epochs: 1}}}}]
-""",
+        loop_resource(
+            "targeted",
+            model=model,
+            data=job_example / "data",
+            artifacts=scratch_dir("loop-target-artifacts-"),
+            target={"deployment": "later-server", "container": "server"},
+            spec={"pipeline": [{"retrain": {"epochs": 1}}]},
+        ),
     )
     operator = start_loop_operator(devcluster, namespace, operators, tmp_path)
     missing = wait_status(

@@ -51,8 +51,7 @@ def test_a_kept_job_whose_run_fell_out_of_the_history_is_not_recorded_again(
     artifacts_dir: Path,
     tmp_path: Path,
 ) -> None:
-    op = start_operator(devcluster, namespace, tmp_path)
-    operators.append(op)
+    op = start_operator(devcluster, namespace, tmp_path, operators=operators)
     uris = example_uris(job_example)
     manifest = mo_manifest(NAME, namespace, uris, f"file://{artifacts_dir}", ttl_seconds=WEEK)
     devcluster.kubectl("apply", "-f", "-", input=manifest)

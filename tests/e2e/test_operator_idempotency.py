@@ -124,8 +124,7 @@ def test_crash_at_a_point_of_the_run_then_restart(
     artifacts_dir: Path,
     tmp_path: Path,
 ) -> None:
-    op = start_operator(devcluster, namespace, tmp_path, crash_at=point)
-    operators.append(op)
+    op = start_operator(devcluster, namespace, tmp_path, crash_at=point, operators=operators)
     uris = example_uris(job_example)
     devcluster.kubectl(
         "apply", "-f", "-", input=mo_manifest(NAME, namespace, uris, f"file://{artifacts_dir}")
@@ -183,8 +182,7 @@ def test_sigkill_while_the_job_runs_then_restart_after_it_finished(
     artifacts_dir: Path,
     tmp_path: Path,
 ) -> None:
-    op = start_operator(devcluster, namespace, tmp_path)
-    operators.append(op)
+    op = start_operator(devcluster, namespace, tmp_path, operators=operators)
     uris = example_uris(job_example)
     devcluster.kubectl(
         "apply", "-f", "-", input=mo_manifest(NAME, namespace, uris, f"file://{artifacts_dir}")
@@ -233,8 +231,7 @@ def test_result_survives_the_jobs_ttl_while_the_operator_is_down(
     artifacts_dir: Path,
     tmp_path: Path,
 ) -> None:
-    op = start_operator(devcluster, namespace, tmp_path)
-    operators.append(op)
+    op = start_operator(devcluster, namespace, tmp_path, operators=operators)
     uris = example_uris(job_example)
     manifest = mo_manifest(
         NAME,

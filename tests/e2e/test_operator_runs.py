@@ -89,8 +89,7 @@ def test_apply_runs_the_pipeline_and_records_it(
     tmp_path: Path,
 ) -> None:
     ns = restricted_namespace  # the real PodSecurity admission checks the Job's Pod
-    op = start_operator(devcluster, ns, tmp_path)
-    operators.append(op)
+    op = start_operator(devcluster, ns, tmp_path, operators=operators)
     manifest = tmp_path / "digits.yaml"
     uris = example_uris(job_example)
     apply(devcluster, manifest, mo_manifest("digits", ns, uris, f"file://{artifacts_dir}"))
@@ -191,8 +190,7 @@ def test_bad_input_fails_once_and_says_why(
     artifacts_dir: Path,
     tmp_path: Path,
 ) -> None:
-    op = start_operator(devcluster, namespace, tmp_path)
-    operators.append(op)
+    op = start_operator(devcluster, namespace, tmp_path, operators=operators)
     uris = example_uris(job_example)
     missing = artifacts_dir / "no-such-model"
     manifest = tmp_path / "broken.yaml"
@@ -255,8 +253,7 @@ def test_missing_claim_waits_then_runs_on_the_claim(
     job_example: Path,
     tmp_path: Path,
 ) -> None:
-    op = start_operator(devcluster, namespace, tmp_path)
-    operators.append(op)
+    op = start_operator(devcluster, namespace, tmp_path, operators=operators)
     claim = "store"
     uris = {
         "model": f"pvc://{claim}/model",
@@ -345,8 +342,7 @@ def test_suspend_holds_new_runs(
     artifacts_dir: Path,
     tmp_path: Path,
 ) -> None:
-    op = start_operator(devcluster, namespace, tmp_path)
-    operators.append(op)
+    op = start_operator(devcluster, namespace, tmp_path, operators=operators)
     apply(
         devcluster,
         tmp_path / "mo.yaml",
