@@ -130,6 +130,19 @@ class Observer:
                 self.rolled_back.add(run["id"])
         return status
 
+    def summary(self) -> str:
+        """What a failure message needs: the run-related status and the Jobs seen."""
+        status = mo_status(self.devcluster, self.namespace, NAME)
+        keys = ("lastRunRequest", "runCount", "activeRun", "evaluationCount", "promoted")
+        shown = {k: status.get(k) for k in keys}
+        shown["runs"] = [(r.get("id"), r.get("outcome")) for r in status.get("runs") or []]
+        shown["conditions"] = [
+            (c["type"], c["status"], c.get("reason")) for c in status.get("conditions") or []
+        ]
+        jobs = {run: len(uids) for run, uids in self.job_uids.items()}
+        finished = sorted(self.finished_jobs)
+        return f"status: {json.dumps(shown)}\njobs seen: {jobs}, finished: {finished}"
+
     def poll_jobs(self) -> None:
         for job in jobs_of(self.devcluster, self.namespace, NAME):
             run = job["metadata"]["labels"].get("driftwarden.io/run", "")
@@ -219,7 +232,12 @@ def test_the_loop_keeps_its_invariants_under_api_faults_and_kills(
                 runs = status.get("runs") or []
                 return status if any(sequence(r["id"]) >= started for r in runs) else None
 
-            wait_for(f"the run of {request}", done, 600, None, interval=2)
+            try:
+                wait_for(f"the run of {request}", done, 600, None, interval=2)
+            except AssertionError as exc:
+                raise AssertionError(
+                    f"{exc}\n{observer.summary()}\n{operator.log_tail()}"
+                ) from None
             if (mo_status(devcluster, namespace, NAME).get("temporaryFix") or {}).get("active"):
                 fixes_applied += 1
     finally:
