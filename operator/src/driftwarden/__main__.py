@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import kopf
 
-from driftwarden import handlers
+from driftwarden import handlers, peering
 from driftwarden.config import ConfigError, OperatorConfig
 
 
@@ -37,6 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault(
         "POD_ID", os.environ.get("POD_NAME") or f"driftwarden@{socket.gethostname()}/{os.getpid()}"
     )
+    if config.standalone is False:
+        # --peering: be in the peering object before kopf decides who works.
+        peering.announce_and_settle(config, os.environ["POD_ID"])
     registry = kopf.OperatorRegistry()
     handlers.register(registry, config)
     kopf.run(
