@@ -374,3 +374,13 @@ def start_operator(
     return OperatorProcess(
         devcluster.kubeconfig, [namespace], log_dir / "operator.log", resync_seconds=RESYNC
     ).start(crash_at=crash_at)
+
+
+def report_timing(**numbers: Any) -> None:
+    """Print a timing a test measured (for bench/RESULTS.md); HA_REPORT names a JSON-lines
+    file to append it to."""
+    line = json.dumps(numbers)
+    print(line)
+    if target := os.environ.get("HA_REPORT"):
+        with Path(target).open("a") as out:
+            out.write(line + "\n")

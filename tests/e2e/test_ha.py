@@ -20,8 +20,6 @@ mandatory peering); the tests wait for that line, never for a quiet moment.
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 import time
 from pathlib import Path
@@ -45,6 +43,7 @@ from operator_process import (
     jobs_of,
     mo_manifest,
     mo_status,
+    report_timing,
     wait_for,
 )
 from test_loop_fix_safety import (
@@ -133,15 +132,6 @@ def start_together(*replicas: OperatorProcess) -> None:
     assert not errors, errors
 
 
-def report(**numbers: Any) -> None:
-    """Timings for bench/RESULTS.md (HA_REPORT names a JSON-lines file)."""
-    line = json.dumps(numbers)
-    print(line)
-    if target := os.environ.get("HA_REPORT"):
-        with Path(target).open("a") as out:
-            out.write(line + "\n")
-
-
 def test_two_replicas_started_at_once_act_as_one(
     devcluster: Cluster,
     namespace: str,
@@ -204,7 +194,7 @@ def test_the_standby_takes_over_a_run_when_the_active_replica_is_killed(
     status = wait_for(
         "the run recorded", finished_runs(devcluster, namespace, name, 1), 600, standby
     )
-    report(test="kill during a run", takeover_s=round(takeover, 1))
+    report_timing(test="kill during a run", takeover_s=round(takeover, 1))
     assert takeover <= TAKEOVER_LIMIT, takeover
     assert passes(standby) > 0
     (after,) = jobs_of(devcluster, namespace, name)
@@ -264,7 +254,7 @@ def test_the_standby_adopts_an_active_fix_and_never_raises_it_again(
         standby,
         timeout=900,
     )
-    report(test="kill during a temporary fix", takeover_s=round(takeover, 1))
+    report_timing(test="kill during a temporary fix", takeover_s=round(takeover, 1))
     assert takeover <= TAKEOVER_LIMIT, takeover
     assert passes(standby) > 0
     assert fix_active(judged)
