@@ -159,6 +159,15 @@ def test_operator_deployment_defaults() -> None:
         "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
     }
     pod = spec["template"]["spec"]
+    # The standby is spread to another node where there is one, and a drain evicts one
+    # replica at a time.
+    (term,) = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert (
+        term["podAffinityTerm"]["labelSelector"]["matchLabels"] == spec["selector"]["matchLabels"]
+    )
+    budget = one(manifests, "PodDisruptionBudget")["spec"]
+    assert budget == {"maxUnavailable": 1, "selector": spec["selector"]}
     assert restricted_violations(pod) == []
     assert pod["securityContext"]["runAsUser"] == 65532
     (container,) = pod["containers"]
@@ -261,6 +270,8 @@ def test_without_peering_one_replica_runs_standalone_with_no_peering_rights() ->
     assert not any(a.startswith("--peering") for a in args)
     assert peering_rules(manifests) == []
     assert of_kind(manifests, "ClusterKopfPeering") == of_kind(manifests, "KopfPeering") == []
+    assert of_kind(manifests, "PodDisruptionBudget") == []
+    assert "affinity" not in spec["template"]["spec"]
 
 
 def test_namespace_list_confines_rights_to_those_namespaces() -> None:
