@@ -40,13 +40,20 @@ class OperatorProcess:
         resync_seconds: float = 2.0,
         extra_env: dict[str, str] | None = None,
         extra_args: Sequence[str] = (),
+        peering: bool = False,
+        peering_priority: int | None = None,
     ) -> None:
+        """``peering``: run as one of several replicas (`--peering`; the highest priority
+        works, by default the oldest replica) instead of `--standalone`;
+        ``peering_priority`` sets that priority."""
         self.kubeconfig = kubeconfig
         self.namespaces = list(namespaces)
         self.log_path = log_path
         self.resync_seconds = resync_seconds
         self.extra_env = dict(extra_env or {})
         self.extra_args = list(extra_args)
+        self.peering = peering or peering_priority is not None
+        self.peering_priority = peering_priority
         self.health_port = free_port()
         self.metrics_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -65,8 +72,13 @@ class OperatorProcess:
         argv = [sys.executable, "-m", "driftwarden"]
         for ns in self.namespaces:
             argv += ["--namespace", ns]
+        if not self.peering:
+            argv += ["--standalone"]
+        else:
+            argv += ["--peering"]
+            if self.peering_priority is not None:
+                argv += ["--peering-priority", str(self.peering_priority)]
         argv += [
-            "--standalone",
             "--resync-seconds",
             str(self.resync_seconds),
             "--liveness-endpoint",
@@ -110,6 +122,11 @@ class OperatorProcess:
                 pass
             time.sleep(0.2)
         raise TimeoutError(f"operator not healthy after {timeout:.0f} s:\n{self.log_tail()}")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
 
     @property
     def running(self) -> bool:
@@ -367,3 +384,13 @@ def start_operator(
     if operators is not None:
         operators.append(operator)
     return operator.start(crash_at=crash_at)
+
+
+def report_timing(**numbers: Any) -> None:
+    """Print a timing a test measured (for bench/RESULTS.md); HA_REPORT names a JSON-lines
+    file to append it to."""
+    line = json.dumps(numbers)
+    print(line)
+    if target := os.environ.get("HA_REPORT"):
+        with Path(target).open("a") as out:
+            out.write(line + "\n")

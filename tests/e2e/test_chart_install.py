@@ -102,11 +102,21 @@ def kubectl_ok(cluster: Cluster, *args: str, input: str | None = None) -> str:
     return result.stdout
 
 
+CRDS = (
+    "modeloptimizations.driftwarden.io",
+    "kopfpeerings.kopf.dev",
+    "clusterkopfpeerings.kopf.dev",
+)
+
+
 def crd_established(cluster: Cluster) -> bool:
     # Not `kubectl wait`: right after the create it fails on a CRD without status yet.
-    crd = get_json(cluster, "crd", "modeloptimizations.driftwarden.io")
-    conditions = (crd.get("status") or {}).get("conditions") or []
-    return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+    for name in CRDS:
+        crd = get_json(cluster, "crd", name)
+        conditions = (crd.get("status") or {}).get("conditions") or []
+        if not any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
+            return False
+    return True
 
 
 def create_namespace(cluster: Cluster, name: str) -> None:
@@ -152,8 +162,11 @@ def install(devcluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> It
             yaml.safe_dump(
                 {
                     "watchNamespaces": [watched],
-                    # Pods share the host's network here: ports no other test uses.
+                    # Pods share the host's network here: ports no other test uses, and
+                    # one replica (a second would find its ports taken). Peering stays on
+                    # (the default): the audit log test measures its rights too.
                     "operator": {
+                        "replicas": 1,
                         "healthPort": free_port(),
                         "extraArgs": [f"--resync-seconds={RESYNC_SECONDS}"],
                     },
@@ -164,7 +177,7 @@ def install(devcluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> It
         )
         rendered.write_text(helm_template(devcluster, release, system, values))
         kubectl_ok(devcluster, "apply", "--server-side", "-f", str(CHART / "crds"))
-        wait_for("the CRD to be established", lambda: crd_established(devcluster), 60)
+        wait_for("the CRDs to be established", lambda: crd_established(devcluster), 60)
         kubectl_ok(devcluster, "apply", "-f", str(rendered))
         manifests = [m for m in yaml.safe_load_all(rendered.read_text()) if m]
         yield Install(release, system, watched, rendered, manifests, metrics_port)

@@ -151,9 +151,23 @@ def test_operator_deployment_defaults() -> None:
     manifests = render()
     deployment = one(manifests, "Deployment")
     spec = deployment["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    # Two replicas with kopf's peering: one works, one stands by; a rollout starts the new
+    # Pod before the old one goes.
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
     pod = spec["template"]["spec"]
+    # The standby is spread to another node where there is one, and a drain evicts one
+    # replica at a time.
+    (term,) = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert (
+        term["podAffinityTerm"]["labelSelector"]["matchLabels"] == spec["selector"]["matchLabels"]
+    )
+    budget = one(manifests, "PodDisruptionBudget")["spec"]
+    assert budget == {"maxUnavailable": 1, "selector": spec["selector"]}
     assert restricted_violations(pod) == []
     assert pod["securityContext"]["runAsUser"] == 65532
     (container,) = pod["containers"]
@@ -166,7 +180,9 @@ def test_operator_deployment_defaults() -> None:
     args = container["args"]
     assert "--liveness-endpoint=http://0.0.0.0:8080/healthz" in args
     assert "--all-namespaces" in args
-    assert "--standalone" in args
+    assert "--peering" in args
+    assert "--peering-name=driftwarden" in args
+    assert "--standalone" not in args
     assert "--metrics-port=9090" in args
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"health": 8080, "metrics": 9090}
@@ -221,14 +237,41 @@ def test_no_wildcards_and_no_more_than_needed_in_any_rbac() -> None:
         assert crds == (set() if namespaced else {"get", "list", "watch"})
 
 
-def test_all_namespaces_uses_cluster_roles_without_peering_rights() -> None:
+def peering_rules(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [rule for _, _, rule in rules_of(manifests) if "kopf.dev" in rule["apiGroups"]]
+
+
+def test_all_namespaces_peers_through_one_cluster_peering_object() -> None:
     manifests = render()
     assert of_kind(manifests, "Role") == []
     assert {m["roleRef"]["name"] for m in of_kind(manifests, "ClusterRoleBinding")} == {
         f"{RELEASE}-driftwarden-cluster",
         f"{RELEASE}-driftwarden-workloads",
     }
-    assert not any("kopf.dev" in rule["apiGroups"] for _, _, rule in rules_of(manifests))
+    (peering,) = of_kind(manifests, "ClusterKopfPeering")
+    assert peering["metadata"]["name"] == "driftwarden"
+    assert of_kind(manifests, "KopfPeering") == []
+    # What kopf calls: list and watch the peering objects, patch its keep-alive into ours.
+    assert peering_rules(manifests) == [
+        {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"],
+         "verbs": ["list", "watch"]},
+        {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"],
+         "resourceNames": ["driftwarden"], "verbs": ["patch"]},
+    ]  # fmt: skip
+
+
+def test_without_peering_one_replica_runs_standalone_with_no_peering_rights() -> None:
+    manifests = render(sets=("peering.enabled=false", "operator.replicas=3"))
+    spec = one(manifests, "Deployment")["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    args = spec["template"]["spec"]["containers"][0]["args"]
+    assert "--standalone" in args
+    assert not any(a.startswith("--peering") for a in args)
+    assert peering_rules(manifests) == []
+    assert of_kind(manifests, "ClusterKopfPeering") == of_kind(manifests, "KopfPeering") == []
+    assert of_kind(manifests, "PodDisruptionBudget") == []
+    assert "affinity" not in spec["template"]["spec"]
 
 
 def test_namespace_list_confines_rights_to_those_namespaces() -> None:
@@ -259,7 +302,17 @@ def test_namespace_list_confines_rights_to_those_namespaces() -> None:
                 "verbs": ["get", "patch"],
             }
         ]
-        assert any(r["resources"] == ["kopfpeerings"] for r in role["rules"])
+        assert [r for r in role["rules"] if r["resources"] == ["kopfpeerings"]] == [
+            {"apiGroups": ["kopf.dev"], "resources": ["kopfpeerings"],
+             "verbs": ["list", "watch"]},
+            {"apiGroups": ["kopf.dev"], "resources": ["kopfpeerings"],
+             "resourceNames": ["driftwarden"], "verbs": ["patch"]},
+        ]  # fmt: skip
+    peerings = of_kind(manifests, "KopfPeering")
+    assert {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in peerings} == {
+        ("ml-prod", "driftwarden"),
+        ("ml-staging", "driftwarden"),
+    }
     args = one(manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=ml-prod" in args
     assert "--namespace=ml-staging" in args
@@ -402,11 +455,10 @@ def test_operator_accepts_the_rendered_command_line(files: list[str]) -> None:
     if files:
         assert config.namespaces == ("ml-prod", "ml-staging")
         assert config.peering_name == "driftwarden"
-        assert config.standalone is None  # peering on: kopf finds the peering object
         assert config.verbose is True  # from operator.extraArgs
     else:
         assert config.clusterwide
-        assert config.standalone is True
+    assert config.standalone is False  # --peering: peering required, never a silent fallback
 
 
 def test_deployment_rights_can_be_confined_to_namespaces_in_all_namespaces_mode() -> None:

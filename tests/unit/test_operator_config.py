@@ -82,5 +82,29 @@ def test_kopf_settings() -> None:
     assert settings.posting.level == logging.WARNING
     assert settings.posting.reporting_component == "driftwarden"
     assert settings.watching.server_timeout == 270
+    # A watch that goes silent without closing (kopf#1276) is reopened after this long
+    # without an event or bookmark; an open one ends client-side after client_timeout.
+    assert settings.watching.inactivity_timeout == 70.0
+    assert settings.watching.client_timeout == 300.0
+    assert settings.watching.connect_timeout == 10.0
+    assert settings.peering.lifetime == 60
     selectors = list(settings.watching.label_selectors.items())
     assert [value for _, value in selectors] == ["app.kubernetes.io/managed-by=driftwarden"]
+
+
+def test_peering_flag_requires_peering_and_excludes_standalone() -> None:
+    assert OperatorConfig.from_args(["--peering"], env={}).standalone is False
+    assert OperatorConfig.from_args(["--standalone"], env={}).standalone is True
+    with pytest.raises(SystemExit):
+        OperatorConfig.from_args(["--peering", "--standalone"], env={})
+
+
+def test_an_older_replica_has_the_higher_peering_priority() -> None:
+    from driftwarden.config import start_priority
+
+    earlier = [start_priority(1_800_000_000.000) for _ in range(20)]
+    later = [start_priority(1_800_000_000.001) for _ in range(20)]
+    assert min(earlier) > max(later)  # one millisecond older always wins
+    assert max(earlier) < 2**53  # exact in any JSON reader of the peering object
+    # Two replicas started in the same millisecond still differ (almost always).
+    assert len(set(earlier)) > 1

@@ -50,6 +50,9 @@ AUDIT_POLICY = {
 DEFAULT_NODE = "devnode"
 
 
+RESTARTABLE = ("etcd", "kube-apiserver")
+
+
 class ComponentFailedError(RuntimeError):
     """A component did not come up; the message names it and its log."""
 
@@ -65,6 +68,9 @@ class State:
     # Cluster DNS: CoreDNS's address (port 53) and where Pod IPs come from ("" = loopback).
     dns_ip: str = ""
     pod_cidr: str = ""
+    # The command line of each component as started, so that etcd and kube-apiserver can
+    # be restarted in place (Cluster.restart_component: same ports, same data).
+    argv: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def path(self) -> Path:
@@ -140,6 +146,7 @@ def _start(
             env=env,
         )
     state.pids[component] = proc.pid
+    state.argv[component] = list(argv)
     state.save()
 
 
@@ -694,6 +701,50 @@ class Cluster:
                         f"faultproxy did not start; see its log: {state.log('faultproxy')}"
                     ) from None
                 time.sleep(0.2)
+
+    def stop_in_place(self, component: str, *, kill: bool = False, grace: float = 30.0) -> None:
+        """Stop etcd or kube-apiserver so that start_in_place can bring it back: same
+        command line, ports, certificates and data. ``kill``: SIGKILL, as a crash."""
+        if component not in RESTARTABLE:
+            raise ValueError(f"only {RESTARTABLE} restart in place, not {component}")
+        state = self.state
+        if component not in state.argv:
+            raise ComponentFailedError(f"{component}'s command line was not recorded")
+        pid = state.pids.pop(component, None)
+        state.save()
+        if pid is None:
+            return
+        if kill:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        else:
+            _terminate(pid, grace)
+
+    def start_in_place(self, component: str, timeout: float = 120.0) -> None:
+        """Start a component stopped by stop_in_place again and wait until it is healthy
+        (etcd: /health; kube-apiserver: /readyz)."""
+        if component not in RESTARTABLE:
+            raise ValueError(f"only {RESTARTABLE} restart in place, not {component}")
+        state = self.state
+        if component in state.pids and _alive(state.pids[component]):
+            raise ComponentFailedError(f"{component} is running")
+        _start(state, component, state.argv[component])
+        if component == "etcd":
+            _etcd_ready(state, timeout)
+        else:
+            url = f"https://127.0.0.1:{state.ports['kube-apiserver']}/readyz"
+            _wait(state, component, url, timeout)
+
+    def restart_component(
+        self, component: str, *, kill: bool = False, down_for: float = 0.0, timeout: float = 120.0
+    ) -> None:
+        """Restart etcd or kube-apiserver in place; returns once it is healthy again."""
+        self.stop_in_place(component, kill=kill)
+        time.sleep(down_for)
+        self.start_in_place(component, timeout)
 
     def stop_component(self, component: str, grace: float = 20.0) -> None:
         state = self.state

@@ -131,6 +131,8 @@ def helm_values(health_port: int, metrics_port: int, resync_seconds: int) -> str
     values = {
         "watchNamespaces": [NAMESPACE],
         "operator": {
+            # One replica: a second would find the ports taken (the chart's peering stays on).
+            "replicas": 1,
             "healthPort": health_port,
             # A short resync so evaluations start close to their interval; no run on creation:
             # the demo's runs come from its triggers.

@@ -17,7 +17,16 @@ answered with a fault instead:
 
 ``error``, ``reset`` and ``stall`` happen either before forwarding or, with probability
 ``after_share``, after the apiserver has done the request: the change happened, the client
-never learns it (the hardest case for idempotency). Counts of what was injected are served,
+never learns it (the hardest case for idempotency).
+
+A silent watch (kopf#1276: a stream that stops delivering without closing, as behind a
+load balancer that dropped the flow): ``POST /silence`` with ``{"path_pattern": "..."}``
+silences the watch streams open at that moment whose path matches: the proxy keeps the
+client's connection open and sends it nothing more, ever (no events, no bookmarks, no end
+of stream), until the client gives up. Watches opened later are not affected. Each watch
+request is counted in the stats as ``watch <path>``.
+
+Counts of what was injected are served,
 with the configuration, on a plain-HTTP control port: ``GET /stats``, ``PUT /config``
 (a JSON object with any of the fields of ``FaultConfig``; ``{"enabled": false}`` stops
 the faults, so a test can let the system converge).
@@ -101,6 +110,17 @@ class FaultProxy:
         self._upstream_ssl = upstream_ssl
         self._token_ssl = token_ssl
         self._sessions: dict[str, ClientSession] = {}
+        self._watches: dict[int, tuple[str, asyncio.Event]] = {}  # open: path, silenced
+
+    def silence(self, path_pattern: str) -> int:
+        """Silence the open watch streams whose path matches; how many."""
+        count = 0
+        for path, silenced in self._watches.values():
+            if re.search(path_pattern, path) and not silenced.is_set():
+                silenced.set()
+                count += 1
+        self.stats["silenced"] += count
+        return count
 
     def session(self, kind: str) -> ClientSession:
         if kind not in self._sessions:
@@ -173,10 +193,25 @@ class FaultProxy:
                 if name.lower() not in _DROP_RESPONSE:
                     streamed.headers.add(name, value)
             await streamed.prepare(request)
-            async for chunk in upstream.content.iter_any():
-                await streamed.write(chunk)
-            await streamed.write_eof()
-            return streamed
+            if request.method != "GET" or request.query.get("watch") not in ("true", "1"):
+                async for chunk in upstream.content.iter_any():
+                    await streamed.write(chunk)
+                await streamed.write_eof()
+                return streamed
+            self.stats[f"watch {request.path}"] += 1
+            silenced = asyncio.Event()
+            self._watches[id(silenced)] = (request.path, silenced)
+            try:
+                async for chunk in upstream.content.iter_any():
+                    if not silenced.is_set():
+                        await streamed.write(chunk)
+                if silenced.is_set():
+                    await _until_closed(request)
+                    raise asyncio.CancelledError
+                await streamed.write_eof()
+                return streamed
+            finally:
+                self._watches.pop(id(silenced), None)
 
     async def _fail(self, request: web.Request, fault: str) -> web.StreamResponse:
         if fault == "error":
@@ -213,6 +248,12 @@ class FaultProxy:
 
     def stats_document(self) -> dict[str, Any]:
         return {"counts": dict(self.stats), "config": asdict(self.config)}
+
+
+async def _until_closed(request: web.Request) -> None:
+    """Wait, sending nothing, until the client closes its connection."""
+    while request.transport is not None and not request.transport.is_closing():
+        await asyncio.sleep(0.5)
 
 
 def _subject(peercert: dict[str, Any]) -> tuple[str, list[str]]:
@@ -267,11 +308,16 @@ async def serve(args: argparse.Namespace) -> None:
             proxy.random.seed(proxy.config.seed)
         return web.json_response(proxy.stats_document())
 
+    async def control_silence(request: web.Request) -> web.Response:
+        body = await request.json()
+        return web.json_response({"silenced": proxy.silence(str(body.get("path_pattern", "")))})
+
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_route("*", "/{tail:.*}", proxy.handle)
     control = web.Application()
     control.router.add_get("/stats", control_stats)
     control.router.add_put("/config", control_config)
+    control.router.add_post("/silence", control_silence)
     runners = [web.AppRunner(app, handle_signals=False), web.AppRunner(control)]
     for runner in runners:
         await runner.setup()
@@ -330,3 +376,8 @@ class FaultProxyControl:
     def configure(self, **changes: Any) -> dict[str, Any]:
         """Change the faults at run time, e.g. ``configure(enabled=False)``."""
         return self._call("PUT", "/config", changes)
+
+    def silence_watches(self, path_pattern: str) -> int:
+        """Silence the open watch streams whose path matches (kopf#1276); how many."""
+        silenced: int = self._call("POST", "/silence", {"path_pattern": path_pattern})["silenced"]
+        return silenced

@@ -2,6 +2,7 @@
 
     python -m driftwarden --namespace ml            # one namespace (repeatable)
     python -m driftwarden                           # the whole cluster
+    python -m driftwarden --peering                 # one of several replicas (kopf peering)
 
 Options and their DRIFTWARDEN_* environment variables: `python -m driftwarden --help`.
 Credentials: in-cluster when running in a Pod, else KUBECONFIG / ~/.kube/config.
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 
 import kopf
 
-from driftwarden import handlers
+from driftwarden import handlers, peering
 from driftwarden.config import ConfigError, OperatorConfig
 
 
@@ -36,6 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault(
         "POD_ID", os.environ.get("POD_NAME") or f"driftwarden@{socket.gethostname()}/{os.getpid()}"
     )
+    if config.standalone is False:
+        # --peering: be in the peering object before kopf decides who works.
+        peering.announce_and_settle(config, os.environ["POD_ID"])
     registry = kopf.OperatorRegistry()
     handlers.register(registry, config)
     kopf.run(
@@ -45,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         liveness_endpoint=config.liveness_endpoint or None,
         standalone=config.standalone,
         priority=config.peering_priority,
+        # --peering: kopf's peering is mandatory (paused until the peering object shows no
+        # replica of higher priority), never a silent fall-back to running alone.
+        peering_name=config.peering_name if config.standalone is False else None,
     )
     return 0
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -45,10 +47,16 @@ class OperatorConfig:
     # or spec.runRequest - a run nobody asked for would surprise (and cost GPU time).
     initial_run: bool = False
     # Peering (one active replica): the KopfPeering object's name; replicas must have
-    # distinct priorities (the highest one works, the others stand by).
+    # distinct priorities (the highest one works, the others stand by). By default the
+    # priority falls with the start time, so the oldest live replica works and a replica
+    # that starts later (a rollout, a restart after a crash) stands by instead of taking
+    # over from a healthy one.
     peering_name: str = "driftwarden"
-    peering_priority: int = field(default_factory=lambda: int.from_bytes(os.urandom(3), "big"))
-    standalone: bool | None = None  # None: peer when the peering CRDs exist
+    peering_priority: int = field(default_factory=lambda: start_priority())
+    # True: no peering (--standalone); False: peering is required (--peering: without the
+    # peering CRD and object kopf stays paused rather than act beside another replica);
+    # None: kopf's auto-detection (peer when the peering CRDs exist).
+    standalone: bool | None = None
     verbose: bool = False
     # The admin's policy over what a spec may ask for (driftwarden.policy.admission).
     # The default job image and ServiceAccount are always allowed; with nothing listed
@@ -162,6 +170,8 @@ class OperatorConfig:
             updates["enforce_policy"] = args.enforce_policy
         if args.standalone:
             updates["standalone"] = True
+        elif args.peering:
+            updates["standalone"] = False
         if args.initial_run is not None:
             updates["initial_run"] = args.initial_run
         if args.verbose:
@@ -181,6 +191,18 @@ class OperatorConfig:
             if not url.startswith(("http://", "https://")):
                 raise ConfigError(f"allowed Prometheus URLs must be http(s)://..., got {url!r}")
         return self
+
+
+# Priorities fall by 1000 per millisecond of start time until this moment (2100-01-01),
+# plus a random 0..999 so that replicas started in the same millisecond still differ; the
+# result stays below 2**53 (exact in any JSON reader of the peering object).
+_PRIORITY_EPOCH_END_MS = 4_102_444_800_000
+
+
+def start_priority(now: float | None = None) -> int:
+    """A peering priority for a replica starting now: older replicas rank higher."""
+    ms = int((time.time() if now is None else now) * 1000)
+    return max(0, _PRIORITY_EPOCH_END_MS - ms) * 1000 + secrets.randbelow(1000)
 
 
 def argparser() -> argparse.ArgumentParser:
@@ -204,7 +226,14 @@ def argparser() -> argparse.ArgumentParser:
     parser.add_argument("--resync-seconds", type=float, help="level-based resync period")
     parser.add_argument("--peering-name", help="KopfPeering object for one active replica")
     parser.add_argument("--peering-priority", type=int, help="highest priority works")
-    parser.add_argument("--standalone", action="store_true", help="no peering")
+    peering = parser.add_mutually_exclusive_group()
+    peering.add_argument("--standalone", action="store_true", help="no peering")
+    peering.add_argument(
+        "--peering",
+        action="store_true",
+        help="require kopf peering (several replicas, one works); without the peering "
+        "object the operator waits instead of running alone",
+    )
     parser.add_argument(
         "--initial-run",
         action=argparse.BooleanOptionalAction,

@@ -32,6 +32,10 @@ METADATA_ONLY: Final = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;
 MERGE_PATCH: Final = "application/merge-patch+json"
 
 
+PEERING_GROUP: Final = "kopf.dev"
+PEERING_VERSION: Final = "v1"
+
+
 class ApiError(Exception):
     """An API call failed for a reason other than NotFoundError or Conflict."""
 
@@ -289,3 +293,35 @@ class Kube:
             "count": 1,
         }
         self._call(self._core.create_namespaced_event, metadata["namespace"], body)
+
+    # -- kopf peering ------------------------------------------------------------------
+
+    def announce_peer(
+        self, namespace: str | None, peering: str, identity: str, record: Mapping[str, Any]
+    ) -> bool:
+        """Merge this replica's keep-alive record (kopf's format) into the status of the
+        peering object, as kopf's own keep-alive does; False when the object is absent."""
+        body = {"status": {identity: dict(record)}}
+        try:
+            if namespace is None:
+                self._call(
+                    self._custom.patch_cluster_custom_object,
+                    PEERING_GROUP,
+                    PEERING_VERSION,
+                    "clusterkopfpeerings",
+                    peering,
+                    body,
+                )
+            else:
+                self._call(
+                    self._custom.patch_namespaced_custom_object,
+                    PEERING_GROUP,
+                    PEERING_VERSION,
+                    namespace,
+                    "kopfpeerings",
+                    peering,
+                    body,
+                )
+        except NotFoundError:
+            return False
+        return True
