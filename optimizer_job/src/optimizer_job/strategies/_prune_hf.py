@@ -246,6 +246,7 @@ def _check_reloads(model: nn.Module, config: Any, example: Tensor, model_type: s
             f"(shapes differ at {differ[:3]}); nothing was written"
         )
     fresh.load_state_dict(inner.state_dict(), strict=True)
+    fresh = fresh.to(example.device)
     wrapper = type(model)(fresh).eval()
     was_training = model.training
     model.eval()

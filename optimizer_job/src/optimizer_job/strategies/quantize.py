@@ -11,7 +11,7 @@ to safetensors as it is; the kernel depends on the device:
   quantizes activations and multiplies in one fused fbgemm call. Measured side by side on a
   BERT-base-sized classifier (bench/int8_bert_bench.py, bench/RESULTS.md "Bring your own
   model: pruning and int8"), it is the fastest of the paths tried; our earlier
-  ``torch._int_mm`` path ran slower than float32 there (0.4-0.6x), and torchao's eager
+  ``torch._int_mm`` path ran slower than float32 there (0.5-0.8x), and torchao's eager
   ``Int8DynamicActivationInt8WeightConfig`` slower still.
 - CUDA (and CPUs without those engines): rows quantized symmetrically per call and
   multiplied with ``torch._int_mm`` (int8 x int8 -> int32), the kernel torchao's int8
