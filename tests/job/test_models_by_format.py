@@ -13,7 +13,7 @@ from optimizer_job import hf
 from optimizer_job.contract import (
     BadInputError,
     DataRefs,
-    PruneStage,
+    DistillStage,
     QuantizeStage,
     RetrainStage,
     Task,
@@ -93,8 +93,8 @@ def test_text_drift_is_on_statistics_and_predictions(
 def test_a_stage_that_cannot_handle_the_model_says_so(
     text_example: dict[str, Any], tmp_path: Path
 ) -> None:
-    with pytest.raises(BadInputError, match=r"stage prune does not support bert models"):
-        run_task(_task(text_example, tmp_path, [PruneStage()]))
+    with pytest.raises(BadInputError, match=r"stage distill does not support bert models"):
+        run_task(_task(text_example, tmp_path, [DistillStage()]))
 
 
 @pytest.mark.parametrize(

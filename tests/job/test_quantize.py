@@ -155,12 +155,43 @@ def test_the_float_fallback_of_int8_layers_computes_the_same_product(
 ) -> None:
     """CUDA falls back to this path for shapes its int8 GEMM refuses; check it here."""
     model, _ = quantize.quantize_int8(trained)
+    for layer in model.modules():
+        if isinstance(layer, quantize.Int8DynamicLinear):
+            layer.use_packed = False  # the torch._int_mm path CUDA runs
     x = torch.from_numpy(ctx.train.X[:32])
     with torch.inference_mode():
         integer = model(x)
         monkeypatch.setattr(quantize, "_int_mm_fits", lambda rows, weight: False)
         fallback = model(x)
     torch.testing.assert_close(fallback, integer, rtol=1e-4, atol=1e-5)
+
+
+def test_the_cpu_kernel_agrees_with_the_int_mm_path_and_survives_save_and_copy(
+    ctx: StageContext, trained: nn.Module, tmp_path: Path
+) -> None:
+    """On the CPU int8 layers run PyTorch's fused dynamic quantized linear on the same int8
+    weights; it must agree with the per-row torch._int_mm path up to activation rounding,
+    and its packed weights must follow a reload and a deep copy."""
+    model, _ = quantize.quantize_int8(trained)
+    x = torch.from_numpy(ctx.train.X[:64])
+    with torch.inference_mode():
+        packed = model(x)
+        reference = trained.eval()(x)
+    layers = [m for m in model.modules() if isinstance(m, quantize.Int8DynamicLinear)]
+    assert layers and all(layer._packed is not None for layer in layers)  # it ran packed
+    slow = copy.deepcopy(model)
+    for layer in slow.modules():
+        if isinstance(layer, quantize.Int8DynamicLinear):
+            layer.use_packed = False
+    with torch.inference_mode():
+        by_int_mm = slow(x)
+    scale = float(reference.abs().max())
+    assert float((packed - by_int_mm).abs().max()) < 0.05 * scale
+    assert float((packed.argmax(1) == reference.argmax(1)).float().mean()) >= 0.95
+    modelio.save_model(model, zoo.MLP_FACTORY, KWARGS, tmp_path / "q")
+    with torch.inference_mode():
+        torch.testing.assert_close(modelio.load_model(tmp_path / "q").module(x), packed)
+        torch.testing.assert_close(copy.deepcopy(model)(x), packed)
 
 
 @pytest.mark.parametrize("second", [QuantizeStage(mode="int8"), PruneStage(fine_tune_epochs=0)])

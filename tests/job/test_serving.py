@@ -173,3 +173,29 @@ def test_an_onnx_model_directory_is_served_by_onnx_runtime_with_the_same_api(
     finally:
         server.close()
         thread.join(10)
+
+
+def test_a_text_model_takes_raw_strings_tokenized_with_its_own_tokenizer(
+    tmp_path: Path,
+) -> None:
+    from optimizer_job import hf
+    from optimizer_job.example_hf import make_text_example
+
+    text = make_text_example(tmp_path / "text")
+    tokenizer = hf.load_tokenizer(Path(text["model"]))
+    sentences = ["good great day happy", "bad poor sad day zyxt"]
+    server, thread = _start(text["model"])
+    try:
+        status, answer = _post(server, json.dumps({"instances": sentences}).encode())
+        assert status == 200, answer
+        assert server.model is not None and server.model.tokenizer is not None
+        ids, _ = hf.tokenize(tokenizer, sentences, server.model.text_length)
+        status, by_ids = _post(server, json.dumps({"instances": ids.tolist()}).encode())
+        assert status == 200, by_ids
+        assert answer["predictions"] == by_ids["predictions"]
+        assert answer["probabilities"] == by_ids["probabilities"]
+        mixed = json.dumps({"instances": ["good day", ids[0].tolist()]}).encode()
+        assert _post(server, mixed)[0] == 400
+    finally:
+        server.close()
+        thread.join(10)

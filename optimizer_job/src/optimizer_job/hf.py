@@ -16,8 +16,14 @@ serving) handles them like any other model:
 A directory as Transformers' ``save_pretrained`` writes it (config.json,
 model.safetensors, tokenizer files; no model.json) is read by ``load_pretrained``: the
 weights are loaded with ``from_pretrained(local_files_only=True, trust_remote_code=False)``
-and described by the same factory, so what a run writes loads back without Transformers'
-own format.
+and described by the same factory.
+
+A float Transformers model that a run writes is saved the same way (``save_pretrained``:
+its current config, so a pruned model's ``num_attention_heads`` / ``intermediate_size``
+are the pruned ones) with a model.json of format ``huggingface`` beside it holding the
+run's own description (input, lineage); ``from_pretrained`` loads the directory as it is.
+A quantized one is stored in the job's own format (its int8 tensors are no Transformers
+checkpoint) with the config in model.json.
 """
 
 from __future__ import annotations
@@ -131,6 +137,28 @@ def torchvision_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     return model
 
 
+def is_wrapped(module: nn.Module) -> bool:
+    """A Transformers classifier as the factories here wrap it."""
+    return isinstance(module, (SequenceClassifier, ImageClassifier))
+
+
+def save_pretrained(module: nn.Module, directory: Path) -> dict[str, Any]:
+    """config.json + model.safetensors of a wrapped classifier as ``save_pretrained``
+    writes them; returns the config (the model.json kwargs of the factory)."""
+    inner: Any = module.model
+    inner.save_pretrained(str(directory), safe_serialization=True)
+    config: dict[str, Any] = inner.config.to_dict()
+    return config
+
+
+def write_config(module: nn.Module, directory: Path) -> dict[str, Any]:
+    """config.json of a wrapped classifier (its current sizes); returns it as a dict."""
+    inner: Any = module.model
+    inner.config.to_json_file(str(directory / CONFIG_NAME))
+    config: dict[str, Any] = inner.config.to_dict()
+    return config
+
+
 def is_pretrained_directory(directory: Path) -> bool:
     """A save_pretrained directory without our model.json."""
     return (directory / CONFIG_NAME).is_file() and not (directory / "model.json").is_file()
@@ -188,17 +216,22 @@ def model_type(meta: dict[str, Any]) -> str:
     if factory in (SEQUENCE_FACTORY, IMAGE_FACTORY):
         return str((kwargs.get("config") or {}).get("model_type", "transformers"))
     if factory in (TIMM_FACTORY, TORCHVISION_FACTORY):
-        return f"{factory.rsplit('_', 2)[0].rsplit(':', 1)[1]} {kwargs.get('name')}"
+        library = factory.rpartition(":")[2].partition("_")[0]
+        return f"{library} {kwargs.get('name')}"
     return factory
 
 
 # -- text ----------------------------------------------------------------------------
 
 
+def has_tokenizer(directory: Path) -> bool:
+    return (directory / "tokenizer.json").is_file() or (directory / "vocab.txt").is_file()
+
+
 def load_tokenizer(directory: Path) -> Any:
     from transformers import AutoTokenizer
 
-    if not (directory / "tokenizer.json").is_file() and not (directory / "vocab.txt").is_file():
+    if not has_tokenizer(directory):
         raise BadInputError(f"{directory}: text data needs the model's tokenizer files")
     try:
         return AutoTokenizer.from_pretrained(

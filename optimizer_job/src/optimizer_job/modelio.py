@@ -152,9 +152,19 @@ def save_model(
     for path in copy_files or []:
         shutil.copyfile(path, directory / path.name)
     tensors, quantization = state_tensors(model)
-    save_file(tensors, str(directory / WEIGHTS_NAME), metadata=WEIGHTS_METADATA)
-    meta: dict[str, Any] = {"format": MODEL_FORMAT}
+    weights_format = MODEL_FORMAT
+    if quantization is None and hf.is_wrapped(model):
+        # A float Transformers model: the library's own files (its loader reads them), with
+        # the config it has now (a pruned model's sizes).
+        kwargs = {**kwargs, "config": hf.save_pretrained(model, directory)}
+        weights_format = hf.HF_FORMAT
+    else:
+        save_file(tensors, str(directory / WEIGHTS_NAME), metadata=WEIGHTS_METADATA)
+        if hf.is_wrapped(model):  # quantized: its config.json is still the model's own
+            kwargs = {**kwargs, "config": hf.write_config(model, directory)}
+    meta: dict[str, Any] = {"format": weights_format}
     meta.update(extra_meta or {})
+    meta["format"] = weights_format
     meta["factory"] = factory
     meta["kwargs"] = kwargs
     meta["dtype"] = _dtype_name(model_dtype(model))
@@ -233,6 +243,14 @@ def load_model(directory: Path | str, *, verify: bool = True) -> LoadedModel:
         return LoadedModel(module=onnxmodel.load(directory, meta).eval(), meta=meta)
     if verify and WEIGHTS_NAME not in read_manifest(directory):
         raise ManifestError(f"{directory}: {WEIGHTS_NAME} is not listed in MANIFEST")
+    if isinstance(meta, dict) and meta.get("format") == hf.HF_FORMAT:
+        # save_pretrained files with the run's model.json beside them.
+        if verify and hf.CONFIG_NAME not in read_manifest(directory):
+            raise ManifestError(f"{directory}: {hf.CONFIG_NAME} is not listed in MANIFEST")
+        module, described = hf.load_pretrained(directory)
+        merged = {**meta, **{k: v for k, v in described.items() if k != "input"}}
+        merged.setdefault("input", described.get("input", {}))
+        return LoadedModel(module=module.eval(), meta=merged, directory=directory)
     if not isinstance(meta, dict) or "factory" not in meta:
         raise BadInputError(f"{directory / META_NAME}: needs a 'factory'")
     module = build_model(str(meta["factory"]), dict(meta.get("kwargs", {})))

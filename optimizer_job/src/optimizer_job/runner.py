@@ -292,8 +292,9 @@ def measure_drift(
 
 TRANSFORMERS_FACTORIES = frozenset({hf.SEQUENCE_FACTORY, hf.IMAGE_FACTORY})
 # Stages written for the layers they know: a Transformers model goes through retrain,
-# quantize and evaluate; pruning its heads and distilling its data are not done here.
-_UNSUPPORTED = {"prune": TRANSFORMERS_FACTORIES, "distill": TRANSFORMERS_FACTORIES}
+# prune (heads and MLP width, strategies/_prune_hf.py), quantize and evaluate; distilling
+# its data (coresets of tabular/image rows) is not done here.
+_UNSUPPORTED = {"distill": TRANSFORMERS_FACTORIES}
 
 
 def refuse_unsupported_stages(task: Task, loaded: LoadedModel) -> None:
@@ -302,7 +303,7 @@ def refuse_unsupported_stages(task: Task, loaded: LoadedModel) -> None:
         if loaded.factory in _UNSUPPORTED.get(stage.type, frozenset()):
             raise BadInputError(
                 f"stage {stage.type} does not support {hf.model_type(loaded.meta)} models "
-                f"(Transformers); use retrain and quantize"
+                f"(Transformers); use retrain, prune and quantize"
             )
 
 

@@ -9,7 +9,9 @@ Runtime, behind the same API and metrics; /readyz names the ``runtime``.
 
     POST /predict   {"instances": [row, ...]}  ->  {"predictions": [class, ...],
                     "probabilities": [[p, ...], ...], "model": uri}
-                    a row is a list of numbers of the model's input shape (flattened or nested)
+                    a row is a list of numbers of the model's input shape (flattened or nested),
+                    or, for a text classifier with its tokenizer in the directory, a string
+                    (tokenized with that tokenizer, padded or cut to the length it was run with)
     GET  /healthz   200 while the process serves (liveness)
     GET  /readyz    200 once the model is loaded, 503 before (readiness)
     GET  /metrics   Prometheus text format, see below
@@ -59,6 +61,8 @@ from optimizer_job.modelio import LoadedModel, load_model
 DEFAULT_PORT: Final = 8080
 MAX_BODY_BYTES: Final = 8 * 1024 * 1024
 MAX_ROWS: Final = 4096
+# Tokens per text row when the model directory does not say (data.maxLength's default).
+DEFAULT_TEXT_LENGTH: Final = 128
 # Fine around the SLOs people set for small models (5-250 ms), coarse beyond.
 LATENCY_BUCKETS: Final = (
     0.001,
@@ -117,6 +121,17 @@ class ServedModel:
             self.input_shape = [-1]  # a save_pretrained text model: rows of token ids
         if not self.input_shape:
             raise BadInputError(f"{uri}: model.json has no input shape")
+        # A text classifier also takes raw strings, tokenized as its runs tokenized text.
+        self.tokenizer: Any = None
+        self.text_length = DEFAULT_TEXT_LENGTH
+        if self.loaded.meta.get("factory") == hf.SEQUENCE_FACTORY and hf.has_tokenizer(directory):
+            self.tokenizer = hf.load_tokenizer(directory)
+            if self.input_shape and self.input_shape[0] > 0:
+                self.text_length = self.input_shape[0]
+            config = getattr(getattr(self.loaded.module, "model", None), "config", None)
+            positions = getattr(config, "max_position_embeddings", None)
+            if isinstance(positions, int) and positions > 0:
+                self.text_length = min(self.text_length, positions)
         # The framework that computes: an ONNX model directory (model.onnx, format onnx) is
         # run by ONNX Runtime with torch's thread count, a torch one by torch.
         self.runtime = "onnxruntime" if self.loaded.is_onnx else "torch"
@@ -137,7 +152,10 @@ class ServedModel:
             raise ValueError("'instances' must be a non-empty list of rows")
         if len(instances) > MAX_ROWS:
             raise ValueError(f"at most {MAX_ROWS} rows per request, got {len(instances)}")
-        batch = torch.tensor(instances, dtype=torch.float32)
+        if any(isinstance(row, str) for row in instances):
+            batch = self._tokenized(instances)
+        else:
+            batch = torch.tensor(instances, dtype=torch.float32)
         try:
             batch = batch.reshape(len(instances), *self.input_shape)
         except RuntimeError as error:
@@ -147,6 +165,14 @@ class ServedModel:
             probabilities = torch.softmax(logits, dim=1)
         classes = [int(c) for c in probabilities.argmax(dim=1)]
         return classes, [[round(float(p), 6) for p in row] for row in probabilities]
+
+    def _tokenized(self, instances: list[Any]) -> torch.Tensor:
+        if self.tokenizer is None:
+            raise ValueError("this model takes rows of numbers, not text")
+        if not all(isinstance(row, str) for row in instances):
+            raise ValueError("rows must be all strings or all lists of numbers")
+        ids, _ = hf.tokenize(self.tokenizer, instances, self.text_length)
+        return torch.from_numpy(ids)
 
 
 class ServingMetrics:

@@ -7,6 +7,12 @@ the model gets physically smaller and faster. The classifier keeps its outputs. 
 model saves with its new tensor shapes and ``modelio`` rebuilds it from them, without the
 pruning library.
 
+Transformers classifiers (``optimizer_job.hf``) lose whole attention heads and MLP neurons
+(``_prune_hf``), and their config is updated so that the library loads them back. Every
+other model is checked the same way right after pruning: rebuilt by its factory from the
+pruned shapes (as ``modelio`` will load it), it must give the same outputs; a model that
+cannot be pruned and loaded back is bad input naming its type, and nothing is written.
+
 Unstructured pruning zeroes the smallest weights (per layer) with ``torch.nn.utils.prune``
 and makes the zeros permanent. Dense kernels multiply zeros as fast as anything else, so it
 saves no latency and no bytes; the notes say so and report the sparsity reached.
@@ -14,6 +20,7 @@ saves no latency and no bytes; the notes say so and report the sparsity reached.
 
 from __future__ import annotations
 
+import dataclasses
 from decimal import Decimal
 from typing import Any
 
@@ -24,10 +31,11 @@ from torch import Tensor, nn
 from torch.nn import functional
 from torch.nn.utils import prune as _torch_prune
 
-from optimizer_job import training
+from optimizer_job import hf, modelio, training
 from optimizer_job.contract import BadInputError, PruneStage, RetrainStage
 from optimizer_job.dataio import Table
 from optimizer_job.evaluate import count_macs, count_parameters
+from optimizer_job.strategies import _prune_hf
 from optimizer_job.strategies._layers import WEIGHTED_LAYERS, example_rows, final_layer
 from optimizer_job.strategies.base import Notes, StageContext, StageOutcome
 from optimizer_job.strategies.quantize import quantization_of
@@ -40,6 +48,8 @@ _FINE_TUNE = RetrainStage()
 _TAYLOR_ROWS = 512
 # Rows that re-estimate BatchNorm statistics after pruning.
 _RECALIBRATION_ROWS = 2048
+# A pruned model rebuilt from its saved shapes gives the same outputs within this.
+_SAME_OUTPUTS = 1e-5
 
 
 def apply(stage: PruneStage, model: nn.Module, ctx: StageContext) -> StageOutcome:
@@ -53,7 +63,17 @@ def apply(stage: PruneStage, model: nn.Module, ctx: StageContext) -> StageOutcom
     example = example_rows(ctx.train, device)
     classifier = final_layer(model, example)
     macs_before, params_before = count_macs_and_params(model, example)
-    if stage.method == "structured":
+    if stage.method == "structured" and _prune_hf.is_transformers(model):
+        config, notes = _prune_hf.prune(
+            model,
+            example,
+            stage.amount_percent / 100,
+            _structured_importance(stage.importance),
+            hf.model_type(ctx.meta) if ctx.meta else type(model.model).__name__,
+            before_step=_taylor_hook(model, stage, ctx),
+        )
+        ctx = dataclasses.replace(ctx, kwargs={**ctx.kwargs, "config": config})
+    elif stage.method == "structured":
         notes = prune_structured(model, stage, ctx, example, classifier)
     else:
         notes = prune_unstructured(model, stage, ctx, classifier)
@@ -100,18 +120,65 @@ def prune_structured(
     importance = _structured_importance(stage.importance)
     if stage.importance == "random":
         torch.manual_seed(ctx.seed)
-    pruner = tp.pruner.BasePruner(
-        model,
-        example,
-        importance=importance,
-        pruning_ratio=stage.amount_percent / 100,
-        ignored_layers=[classifier] if classifier is not None else [],
-    )
-    if stage.importance == "taylor":
-        _accumulate_gradients(model, ctx.train, torch.device(ctx.device))
-    pruner.step()
+    name = hf.model_type(ctx.meta) if ctx.meta else ctx.factory
+    try:
+        pruner = tp.pruner.BasePruner(
+            model,
+            example,
+            importance=importance,
+            pruning_ratio=stage.amount_percent / 100,
+            ignored_layers=[classifier] if classifier is not None else [],
+        )
+        if stage.importance == "taylor":
+            _accumulate_gradients(model, ctx.train, torch.device(ctx.device))
+        pruner.step()
+    except (RuntimeError, ValueError, KeyError, AssertionError) as error:
+        raise BadInputError(f"prune: {name}: Torch-Pruning failed: {error}") from error
     model.zero_grad(set_to_none=True)
+    check_reloads(model, ctx.factory, ctx.kwargs, example, name)
     return {}
+
+
+def check_reloads(
+    model: nn.Module, factory: str, kwargs: dict[str, Any], example: Tensor, name: str
+) -> None:
+    """Bad input unless the factory's model, reshaped to the pruned tensors as ``modelio``
+    loads a directory, gives the pruned model's outputs: some architectures keep sizes in
+    attributes that shapes alone do not restore (e.g. a fused attention's head count)."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    was_training = model.training
+    model.eval()
+    try:
+        fresh = modelio.build_model(factory, kwargs)
+        modelio.reshape_to_tensors(fresh, state)
+        fresh.load_state_dict(state, strict=True)
+        fresh = fresh.to(example.device).eval()
+        with torch.inference_mode():
+            expected = model(example)
+            got = fresh(example)
+        difference = float((expected - got).abs().max())
+    except (RuntimeError, ValueError, TypeError) as error:
+        raise BadInputError(
+            f"prune: {name}: after pruning the model does not run or load back from its shapes "
+            f"({str(error).splitlines()[0]}); structured pruning of this architecture is "
+            "not supported"
+        ) from error
+    finally:
+        model.train(was_training)
+    if difference > _SAME_OUTPUTS:
+        raise BadInputError(
+            f"prune: {name}: loaded back from its shapes the pruned model gives other "
+            f"outputs (max difference {difference:.2e}); structured pruning of this "
+            "architecture is not supported"
+        )
+
+
+def _taylor_hook(model: nn.Module, stage: PruneStage, ctx: StageContext) -> Any:
+    if stage.importance == "taylor":
+        return lambda: _accumulate_gradients(model, ctx.train, torch.device(ctx.device))
+    if stage.importance == "random":
+        torch.manual_seed(ctx.seed)
+    return None
 
 
 def prune_unstructured(

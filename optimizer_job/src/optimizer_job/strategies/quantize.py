@@ -2,13 +2,21 @@
 
 int8 is dynamic (weights quantized once, activations per call): every ``nn.Linear`` becomes
 an ``Int8DynamicLinear`` holding int8 weights with one scale per output channel, whose
-input rows are quantized symmetrically at run time and multiplied with ``torch._int_mm``
-(int8 x int8 -> int32), the kernel torchao's int8 dynamic config runs on too. We call it
-directly because, measured side by side on the target CPU (bench/quantize_bench.py,
-bench/RESULTS.md "Quantization"), torchao's tensor-subclass path in eager mode was between
-0.7x and 1.5x of fp32, while this module ran several times faster; the old
-``torch.ao.quantization.quantize_dynamic`` is fast too but deprecated, as are the quantized
-tensor types it stores. Plain int8 + float32 tensors also save to safetensors as they are.
+input rows are quantized at run time. The stored form (plain int8 + float32 tensors) saves
+to safetensors as it is; the kernel depends on the device:
+
+- CPU (x86 / fbgemm or onednn engines): PyTorch's own dynamic quantized linear
+  (``torch.ops.quantized.linear_prepack`` / ``linear_dynamic``, the kernel behind
+  ``torch.ao.quantization.quantize_dynamic``), fed the same per-channel int8 weights. It
+  quantizes activations and multiplies in one fused fbgemm call. Measured side by side on a
+  BERT-base-sized classifier (bench/int8_bert_bench.py, bench/RESULTS.md "Bring your own
+  model: pruning and int8"), it is the fastest of the paths tried; our earlier
+  ``torch._int_mm`` path ran slower than float32 there (0.5-0.8x), and torchao's eager
+  ``Int8DynamicActivationInt8WeightConfig`` slower still.
+- CUDA (and CPUs without those engines): rows quantized symmetrically per call and
+  multiplied with ``torch._int_mm`` (int8 x int8 -> int32), the kernel torchao's int8
+  dynamic config runs on too.
+
 Conv layers stay float: dynamic quantization pays off on Linear layers.
 
 fp16 / bf16 cast the whole model and wrap its forward so callers keep passing and getting
@@ -22,6 +30,7 @@ import copy
 import functools
 import statistics
 import time
+import warnings
 from typing import Any
 
 import torch
@@ -31,15 +40,17 @@ from optimizer_job.contract import BadInputError, QuantizeStage
 from optimizer_job.evaluate import pinned_threads
 from optimizer_job.strategies.base import StageContext, StageOutcome
 
-INT8_BACKEND = "int8-dynamic-per-row-intmm"
+INT8_BACKEND = "int8-dynamic-per-channel"
+# Engines whose dynamic quantized linear takes per-channel qint8 weights on the CPU.
+_PACKED_ENGINES = ("x86", "fbgemm", "onednn")
 # The quantization block a model made here carries; ``export_state`` returns it.
 QUANTIZATION_ATTR = "driftwarden_quantization"
 _HALF_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class Int8DynamicLinear(nn.Module):
-    """``y = x W^T + b`` with W in int8 (symmetric, per output channel) and x quantized
-    per row on every call.
+    """``y = x W^T + b`` with W in int8 (symmetric, per output channel) and x quantized on
+    every call (on the CPU per tensor by the engine's fused kernel, else per row).
 
     Buffers are named ``weight`` (int8, [out, in]), ``weight_scale`` (float32, [out]) and
     ``bias`` (float32, optional), so the state dict keeps the float model's keys and shapes.
@@ -56,6 +67,9 @@ class Int8DynamicLinear(nn.Module):
         self.register_buffer("weight", torch.zeros(out_features, in_features, dtype=torch.int8))
         self.register_buffer("weight_scale", torch.ones(out_features, dtype=torch.float32))
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+        # False: always the torch._int_mm path (benchmarks compare the two).
+        self.use_packed = True
+        self._packed: Any = None
 
     @classmethod
     def from_float(cls, linear: nn.Linear) -> Int8DynamicLinear:
@@ -70,6 +84,29 @@ class Int8DynamicLinear(nn.Module):
         return module
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.device.type == "cpu" and self.use_packed and _packed_engine():
+            if self._packed is None:
+                self._packed = self._pack()
+            out: Tensor = torch.ops.quantized.linear_dynamic(
+                x.float(), self._packed, reduce_range=True
+            )
+            return out
+        return self._int_mm_forward(x)
+
+    def _pack(self) -> Any:
+        """The CPU engine's packed form of the same int8 weights (zero points 0)."""
+        with warnings.catch_warnings():
+            # Quantized tensor types are marked deprecated; this one only feeds the packing.
+            warnings.simplefilter("ignore", UserWarning)
+            qweight = torch._make_per_channel_quantized_tensor(
+                self.weight,
+                self.weight_scale.double(),
+                torch.zeros(self.out_features, dtype=torch.long),
+                0,
+            )
+            return torch.ops.quantized.linear_prepack(qweight, self.bias)
+
+    def _int_mm_forward(self, x: Tensor) -> Tensor:
         rows = x.reshape(-1, self.in_features).float()
         row_max = rows.abs().amax(dim=1, keepdim=True).clamp_(min=1e-12)
         # In-place steps: at batch 32 the elementwise work costs as much as the GEMM.
@@ -87,8 +124,27 @@ class Int8DynamicLinear(nn.Module):
             out.add_(self.bias)
         return out.reshape(*x.shape[:-1], self.out_features)
 
+    # The packed weights are a cache of the buffers: rebuilt after a load or a move, never
+    # copied or saved.
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._packed = None
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Any:
+        self._packed = None
+        return super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__())  # type: ignore[no-untyped-call]
+        state["_packed"] = None
+        return state
+
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8"
+
+
+def _packed_engine() -> bool:
+    return torch.backends.quantized.engine in _PACKED_ENGINES
 
 
 def _int_mm_fits(rows: Tensor, weight: Tensor) -> bool:
