@@ -37,7 +37,7 @@ class OperatorProcess:
         namespaces: Sequence[str],
         log_path: Path,
         *,
-        resync_seconds: float = 2.0,
+        resync_seconds: float | None = 2.0,
         extra_env: dict[str, str] | None = None,
         extra_args: Sequence[str] = (),
     ) -> None:
@@ -65,10 +65,10 @@ class OperatorProcess:
         argv = [sys.executable, "-m", "driftwarden"]
         for ns in self.namespaces:
             argv += ["--namespace", ns]
+        argv += ["--standalone"]
+        if self.resync_seconds is not None:  # None: the operator's own default
+            argv += ["--resync-seconds", str(self.resync_seconds)]
         argv += [
-            "--standalone",
-            "--resync-seconds",
-            str(self.resync_seconds),
             "--liveness-endpoint",
             f"http://127.0.0.1:{self.health_port}/healthz",
             "--metrics-port",

@@ -335,15 +335,13 @@ class Evaluations(LoopStep):
             evaluation_active=status.active_evaluation is not None,
             suspended=spec.suspend,
             now=self.now,
+            key=self.ctx.owner.uid,  # spread over the interval (policy.pacing)
         )
         if not due.due:
+            self._check_at(due.next_check)
             return
         model_uri = from_api.model_in_use(spec, status)
-        missing = [
-            claim
-            for claim in spec_claims(spec, model_uri)
-            if self.ctx.kube.get_pvc(self.namespace, claim) is None
-        ]
+        missing = self._missing_claims(spec_claims(spec, model_uri))
         if missing:  # the Pod could not start; the user must create the claim
             self._problem(
                 Reason.PVC_NOT_FOUND,
