@@ -97,3 +97,9 @@ def test_the_schedule_policy_uses_the_resource_phase() -> None:
     assert plain.next_check == last + interval
     phased = evaluation_due(interval, last, False, False, NOW, key="uid-a")
     assert phased.next_check == pacing.evaluation_due_at(last, interval, "uid-a", NOW)
+
+
+def test_finished_evaluation_jobs_are_kept_one_interval_at_least_a_minute() -> None:
+    assert pacing.evaluation_job_ttl(timedelta(minutes=5), 3600) == 300
+    assert pacing.evaluation_job_ttl(timedelta(seconds=10), 3600) == 60
+    assert pacing.evaluation_job_ttl(timedelta(hours=2), 3600) == 3600  # never beyond spec.job's

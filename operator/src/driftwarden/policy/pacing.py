@@ -16,6 +16,7 @@ Pure: the caller passes the time and what it knows.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
@@ -94,3 +95,16 @@ def evaluation_due_at(
     if now - slot > interval:
         return evaluation_slot(now - interval / 2, interval, key)
     return slot
+
+
+# A finished evaluation Job is kept at least this long (the API's minimum for the field).
+MIN_EVALUATION_TTL = 60
+
+
+def evaluation_job_ttl(interval: timedelta, job_ttl: int) -> int:
+    """ttlSecondsAfterFinished of an evaluation Job: one interval (at least a minute), never
+    more than spec.job's. Its result is read when it finishes (its event wakes the
+    resource); keeping it longer only piles up Jobs, Pods and ConfigMaps: with evaluations
+    at least half an interval apart, a resource has at most one running evaluation Job and
+    three finished ones (fewer with intervals over a minute: 1 + 2)."""
+    return min(job_ttl, max(MIN_EVALUATION_TTL, math.ceil(interval.total_seconds())))
