@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import urllib3
 import yaml
 from kubernetes import client, config
 from operator_process import OperatorProcess, wait_for
@@ -118,14 +119,17 @@ def _settled(cluster: Cluster, namespace: str, count: int) -> Callable[[], int |
     api = client.CustomObjectsApi()
 
     def check() -> int | None:
-        response = api.list_namespaced_custom_object(
-            "driftwarden.io",
-            "v1alpha1",
-            namespace,
-            "modeloptimizations",
-            _preload_content=False,
-            _request_timeout=60,
-        )
+        try:
+            response = api.list_namespaced_custom_object(
+                "driftwarden.io",
+                "v1alpha1",
+                namespace,
+                "modeloptimizations",
+                _preload_content=False,
+                _request_timeout=300,
+            )
+        except (TimeoutError, OSError, urllib3.exceptions.HTTPError):
+            return None  # a busy apiserver: ask again
         items = json.loads(response.data)["items"]
         done = 0
         for item in items:

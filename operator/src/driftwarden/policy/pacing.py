@@ -88,13 +88,12 @@ def evaluation_slot(last_started: datetime, interval: timedelta, key: str) -> da
 def evaluation_due_at(
     last_started: datetime, interval: timedelta, key: str, now: datetime
 ) -> datetime:
-    """``evaluation_slot``, except after a whole missed interval (the operator was away):
-    then the resource's next slot from now, so that resources that all missed theirs
-    spread over the coming interval instead of starting together."""
-    slot = evaluation_slot(last_started, interval, key)
-    if now - slot > interval:
-        return evaluation_slot(now - interval / 2, interval, key)
-    return slot
+    """``evaluation_slot``. An evaluation that is overdue (the last one outlasted the
+    interval, or the operator was away) is due at once, as without phases: after an outage
+    each resource catches up with one evaluation (at most as many at once as the
+    scheduler has threads), and the ones after it are back on their phases."""
+    del now  # overdue or not, the slot says it: a slot in the past is due now
+    return evaluation_slot(last_started, interval, key)
 
 
 # A finished evaluation Job is kept at least this long (the API's minimum for the field).
