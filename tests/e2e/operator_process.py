@@ -145,6 +145,14 @@ class OperatorProcess:
         with urllib.request.urlopen(url, timeout=5) as response:
             return str(response.read().decode())
 
+    def passes(self) -> int:
+        """Reconcile passes this process has run (its reconcile histogram's count): what a
+        test waits on to know the operator looked again, e.g. at its safety resync."""
+        for line in self.metrics().splitlines():
+            if line.startswith("driftwarden_reconcile_duration_seconds_count "):
+                return int(float(line.split()[1]))
+        return 0
+
     def log_tail(self, lines: int = 80) -> str:
         try:
             text = self.log_path.read_text(errors="replace")
