@@ -13,6 +13,12 @@ Handlers are `def`: they only wake the scheduler (the delete handler reverts and
 back inline, as before); the kubernetes client blocks, and passes run in the
 scheduler's threads, never kopf's.
 
+Known gap (issue 16, peering): kopf pauses its handlers on a standby replica, but not this
+scheduler, so a replica that was active and became standby keeps the passes it had
+scheduled. That is safe (deterministic Job names, conditional status writes, a fix adopted
+from its record) but not idle; gating the scheduler on kopf's pause state is left to the
+high-availability work.
+
 `python -m driftwarden` registers these into its own registry with the configuration from
 its arguments; `kopf run -m driftwarden.handlers` gets them in kopf's default registry,
 configured from DRIFTWARDEN_* environment variables.
