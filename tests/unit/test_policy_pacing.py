@@ -104,3 +104,14 @@ def test_finished_evaluation_jobs_are_kept_one_interval_at_least_a_minute() -> N
     assert pacing.evaluation_job_ttl(timedelta(minutes=5), 3600) == 300
     assert pacing.evaluation_job_ttl(timedelta(seconds=10), 3600) == 60
     assert pacing.evaluation_job_ttl(timedelta(hours=2), 3600) == 3600  # never beyond spec.job's
+
+
+def test_an_overdue_evaluation_stays_due_pass_after_pass() -> None:
+    """A due time recomputed from "now" would move away with every pass (never due)."""
+    from driftwarden.policy.schedule import evaluation_due
+
+    interval = timedelta(seconds=10)
+    last = NOW - timedelta(minutes=2)  # the previous evaluation outlasted the interval
+    for step in range(0, 30, 2):
+        due = evaluation_due(interval, last, False, False, NOW + timedelta(seconds=step), key="u")
+        assert due.due, step
