@@ -141,11 +141,15 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> datetime | None:
     started = time.perf_counter()
     try:
         with rt.locks.hold(namespace, name):
+            # Jobs an earlier attempt created: a pass whose status write lost a conflict
+            # (e.g. to kopf's own annotation patch after a create) is run again, and finds
+            # the Job it made - which it started, not adopted.
+            created: set[str] = set()
             for attempt in range(1, MAX_ATTEMPTS + 1):
                 body = rt.kube.get_optimization(namespace, name)
                 if body is None or body["metadata"].get("deletionTimestamp"):
                     return None
-                reconcile_pass = ReconcilePass(rt, body)
+                reconcile_pass = ReconcilePass(rt, body, created_jobs=created)
                 reconcile_pass.run()
                 try:
                     reconcile_pass.commit()
@@ -222,7 +226,7 @@ def _describe(result: contract.CompactResult | None) -> str:
 
 
 class ReconcilePass:
-    def __init__(self, rt: Runtime, body: Json) -> None:
+    def __init__(self, rt: Runtime, body: Json, *, created_jobs: set[str] | None = None) -> None:
         self.rt = rt
         self.kube = rt.kube
         self.body = body
@@ -246,6 +250,7 @@ class ReconcilePass:
         self.bad_input: tuple[str, str] | None = None  # (reason, message) of a run just recorded
         self.loop: Loop | None = None  # the closed loop (services.loop), once the spec parses
         self.checks: list[datetime | None] = []  # when to look again (policy.pacing)
+        self.created_jobs = created_jobs if created_jobs is not None else set()
         self.missing_claims: set[str] = set()
 
     # -- the pass ----------------------------------------------------------------------
@@ -427,7 +432,8 @@ class ReconcilePass:
                 except (NameConflictError, gangs.ServiceConflictError) as error:
                     self.blocked = Blocked(JOB_NAME_CONFLICT, str(error), input_problem=True)
                     self.active_job = job
-                self._set_active(self.active_job, created=False)
+                started_here = self.active_job["metadata"]["name"] in self.created_jobs
+                self._set_active(self.active_job, created=started_here)
             else:  # cannot happen while runs start one at a time; say so, do not hide it
                 _log.warning(
                     "%s/%s: more than one unfinished run: %s and %s",
@@ -674,6 +680,8 @@ class ReconcilePass:
             annotations={names.RUN_PLAN_ANNOTATION: plan.to_annotation()},
         )
         job, created = self.kube.create_job(self.namespace, body)
+        if created:
+            self.created_jobs.add(body["metadata"]["name"])
         if not created:
             owners = {ref.get("uid") for ref in job["metadata"].get("ownerReferences", [])}
             if not self._ours(job, run_id) or self.uid not in owners:
