@@ -37,7 +37,7 @@ class OperatorProcess:
         namespaces: Sequence[str],
         log_path: Path,
         *,
-        resync_seconds: float = 2.0,
+        resync_seconds: float | None = 2.0,
         extra_env: dict[str, str] | None = None,
         extra_args: Sequence[str] = (),
         peering: bool = False,
@@ -78,9 +78,9 @@ class OperatorProcess:
             argv += ["--peering"]
             if self.peering_priority is not None:
                 argv += ["--peering-priority", str(self.peering_priority)]
+        if self.resync_seconds is not None:  # None: the operator's own default
+            argv += ["--resync-seconds", str(self.resync_seconds)]
         argv += [
-            "--resync-seconds",
-            str(self.resync_seconds),
             "--liveness-endpoint",
             f"http://127.0.0.1:{self.health_port}/healthz",
             "--metrics-port",
@@ -161,6 +161,14 @@ class OperatorProcess:
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as response:
             return str(response.read().decode())
+
+    def passes(self) -> int:
+        """Reconcile passes this process has run (its reconcile histogram's count): what a
+        test waits on to know the operator looked again, e.g. at its safety resync."""
+        for line in self.metrics().splitlines():
+            if line.startswith("driftwarden_reconcile_duration_seconds_count "):
+                return int(float(line.split()[1]))
+        return 0
 
     def log_tail(self, lines: int = 80) -> str:
         try:

@@ -330,6 +330,7 @@ def test_service_account_rights_are_the_least_that_work(
         ("create", "configmaps", "-n", watched),
         ("list", "pods", "-n", watched),
         ("get", "persistentvolumeclaims", "-n", watched),
+        ("watch", "persistentvolumeclaims", "-n", watched),  # claims waited for wake a pass
         ("get", "secrets", "-n", watched),  # spec.storage.secretRef exists (metadata only)
         ("patch", "deployments.apps", "-n", watched),
         ("create", "events", "-n", watched),
@@ -533,7 +534,7 @@ NOT_EXERCISED_HERE = {
     # tests/e2e/test_operator_idempotency.py exercises it.
     ("get", "", "configmaps", ""): "a ConfigMap that exists is read and adopted",
     # The scenario's resource has file:// URIs and no target Deployment.
-    ("get", "", "persistentvolumeclaims", ""): "pvc:// URIs are checked before a run",
+    ("get", "", "persistentvolumeclaims", ""): "pvc:// URIs: read only without the watch",
     ("get", "apps", "deployments", ""): "spec.target: promotion, temporary fix",
     ("patch", "apps", "deployments", ""): "spec.target: promotion, temporary fix",
     # The scenario's resource names no spec.storage.secretRef (s3:// storage):

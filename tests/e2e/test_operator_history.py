@@ -117,13 +117,8 @@ def test_a_kept_job_whose_run_fell_out_of_the_history_is_not_recorded_again(
         return status if status.get("observedGeneration") == generation else None
 
     wait_for("a pass after the restart", observed, 120, op)
-    marker = op.log_tail(100000).count("Timer 'resync' succeeded")
-    wait_for(
-        "two more resyncs",
-        lambda: op.log_tail(100000).count("Timer 'resync' succeeded") >= marker + 2,
-        60,
-        op,
-    )
+    marker = op.passes()
+    wait_for("two more passes", lambda: op.passes() >= marker + 2, 60, op)
     after = mo_status(devcluster, namespace, NAME)
     assert [r["id"] for r in after["runs"]] == [r["id"] for r in history]
     assert (after["runCount"], after["lastRunRequest"]) == (RUNS, f"run-{RUNS}")

@@ -253,11 +253,9 @@ def test_result_survives_the_jobs_ttl_while_the_operator_is_down(
 
     op.start()
 
-    def resynced_after_restart() -> bool:
-        # A resync rewrites nothing (the status is settled), so wait on the operator's log.
-        return op.log_tail(400).count("Timer 'resync' succeeded") >= 3
-
-    wait_for("three resyncs", resynced_after_restart, 60, op)
+    # A pass rewrites nothing (the status is settled), so wait on the operator's count of
+    # passes: the one on resume, then resyncs.
+    wait_for("three passes", lambda: op.passes() >= 3, 60, op)
     status = mo_status(devcluster, namespace, NAME)
     assert status["runs"] == recorded["runs"]
     assert status["candidate"] == recorded["candidate"]

@@ -40,7 +40,11 @@ def test_status_is_a_subresource() -> None:
 
 def test_printer_columns() -> None:
     columns = {c["name"]: c for c in VERSION["additionalPrinterColumns"]}
-    assert list(columns) == ["Phase", "Ready", "Drift", "p95 ms", "Last run", "Age"]
+    assert list(columns) == ["Phase", "Ready", "Drift", "p95", "Last run", "Age", "Reason"]
+    # Measurements are shown rounded (status.display), not as raw floats.
+    assert columns["Drift"]["jsonPath"] == ".status.display.drift"
+    assert columns["p95"]["jsonPath"] == ".status.display.p95"
+    assert columns["Reason"]["priority"] == 1  # -o wide only: `get mo -A` stays narrow
     assert columns["Ready"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].status'
     assert columns["Age"]["type"] == "date"
     # Every column reads a field the status schema has.

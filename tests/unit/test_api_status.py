@@ -109,3 +109,28 @@ def test_long_free_text_is_cut_to_the_crds_limit() -> None:
     validated = RunRecord.model_validate(run.model_dump())
     assert validated.message is not None
     assert len(validated.message) == 1024
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [(0.018390037946466986, "0.018"), (23.3474, "23.3"), (1.23456, "1.23"), (1234.5, "1234")],
+)
+def test_columns_show_rounded_values(value: float, shown: str) -> None:
+    from driftwarden.api.status import rounded
+
+    assert rounded(value) == shown
+
+
+def test_display_follows_the_last_evaluation() -> None:
+    from driftwarden.api.status import Evaluation, LatencySummary, ModelOptimizationStatus
+
+    status = ModelOptimizationStatus()
+    status.refresh_display()
+    assert status.display is None
+    status.last_evaluation = Evaluation.model_validate(
+        {"driftScore": 0.018390037946466986, "latency": {"p95Ms": 23.3474}}
+    )
+    assert isinstance(status.last_evaluation.latency, LatencySummary)
+    status.refresh_display()
+    assert status.display is not None
+    assert (status.display.drift, status.display.p95) == ("0.018", "23.3ms")

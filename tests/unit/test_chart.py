@@ -229,7 +229,7 @@ def test_no_wildcards_and_no_more_than_needed_in_any_rbac() -> None:
         assert granted(manifests, "", "pods/log") == set()
         assert granted(manifests, "", "events") == {"create"}
         assert granted(manifests, "events.k8s.io", "events") == set()
-        assert granted(manifests, "", "persistentvolumeclaims") == {"get"}
+        assert granted(manifests, "", "persistentvolumeclaims") == {"get", "list", "watch"}
         # kopf's resource observer (all-namespaces mode only; a namespace list needs no
         # cluster-scoped right, measured by the audit log test).
         crds = granted(manifests, "apiextensions.k8s.io", "customresourcedefinitions")

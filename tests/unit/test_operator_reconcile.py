@@ -398,6 +398,10 @@ def test_a_status_conflict_reruns_the_pass_without_a_second_job(
     assert list(fake.jobs) == [JOB_1]
     assert status["activeRun"]["id"] == RUN_1
     assert fake.status_patches == 1
+    # The pass that created the Job lost its status write; the one after it says that the
+    # operator started the run (not that it adopted someone's Job).
+    reasons = [reason for _, reason, _ in fake.events]
+    assert reasons.count("RunStarted") == 1 and "RunAdopted" not in reasons, reasons
 
 
 def test_a_spec_the_models_refuse_is_reported_not_retried(metrics: OperatorMetrics) -> None:

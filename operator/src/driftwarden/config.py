@@ -39,9 +39,10 @@ class OperatorConfig:
     # Where a Job mounts the claims of pvc:// URIs; the Job resolves URIs against the same
     # root (contract.PVC_MOUNT_ROOT), so change both or neither.
     pvc_mount_root: str = contract.PVC_MOUNT_ROOT
-    # Level-based recovery: every resource is reconciled at least this often, whatever
-    # events were missed while the operator was away.
-    resync_seconds: float = 15.0
+    # The safety resync: every resource is reconciled at least this often (spread over
+    # the last quarter of the period), whatever events were missed. Passes are otherwise
+    # due when an event or a policy says so (driftwarden.policy.pacing).
+    resync_seconds: float = 300.0
     # Whether a new resource starts one run of its pipeline right away (trigger Initial).
     # Off by default: a new resource is monitored first, and runs start on its triggers
     # or spec.runRequest - a run nobody asked for would surprise (and cost GPU time).
@@ -223,7 +224,11 @@ def argparser() -> argparse.ArgumentParser:
     parser.add_argument("--job-image", help="the optimizer Job image when spec.job has none")
     parser.add_argument("--job-service-account", help="Jobs' ServiceAccount by default")
     parser.add_argument("--pvc-mount-root", help="where Jobs mount pvc:// claims")
-    parser.add_argument("--resync-seconds", type=float, help="level-based resync period")
+    parser.add_argument(
+        "--resync-seconds",
+        type=float,
+        help="safety resync period (default 300): each resource is reconciled at least this often",
+    )
     parser.add_argument("--peering-name", help="KopfPeering object for one active replica")
     parser.add_argument("--peering-priority", type=int, help="highest priority works")
     peering = parser.add_mutually_exclusive_group()

@@ -1,11 +1,23 @@
 """kopf handlers: thin entry points into driftwarden.services.
 
-Every way the operator can learn about a change — the resource created, updated or found
-at start-up, a resync tick, an event of one of its Jobs — runs the same level-based
-reconcile pass, so missing any one of them costs latency, never correctness.
+Every way the operator can learn about a change - the resource created, updated or found
+at start-up, an event of one of its Jobs, a claim it waits for being created - wakes the
+resource in driftwarden.scheduler, which runs the same level-based reconcile pass on its
+own bounded pool of threads. Each pass says when it is due again without an event
+(driftwarden.policy.pacing: a cron trigger, a cooldown's end, a fix's expiry, the next
+evaluation, else the safety resync minutes apart), so missing an event costs latency,
+never correctness, and an idle resource costs nothing between its checks.
 
-Handlers are `def`, not `async def`: the kubernetes client blocks, and kopf runs sync
-handlers in its thread pool.
+Jobs and claims are followed from kopf indexes (services.watches), not LISTed per pass.
+Handlers are `def`: they only wake the scheduler (the delete handler reverts and hands
+back inline, as before); the kubernetes client blocks, and passes run in the
+scheduler's threads, never kopf's.
+
+Known gap (issue 16, peering): kopf pauses its handlers on a standby replica, but not this
+scheduler, so a replica that was active and became standby keeps the passes it had
+scheduled. That is safe (deterministic Job names, conditional status writes, a fix adopted
+from its record) but not idle; gating the scheduler on kopf's pause state is left to the
+high-availability work.
 
 `python -m driftwarden` registers these into its own registry with the configuration from
 its arguments; `kopf run -m driftwarden.handlers` gets them in kopf's default registry,
@@ -15,16 +27,19 @@ configured from DRIFTWARDEN_* environment variables.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Hashable
+from typing import Any, cast
 
 import kopf
 
 from driftwarden import settings as operator_settings
+from driftwarden.api.types import now_utc
 from driftwarden.builders import names
 from driftwarden.config import OperatorConfig
 from driftwarden.k8s import ApiError, Kube, load_api_client
 from driftwarden.metrics import OperatorMetrics
 from driftwarden.runtime import Runtime
+from driftwarden.scheduler import Scheduler
 from driftwarden.services.reconcile import (
     ReconcileConflictError,
     ReleaseFailedError,
@@ -50,16 +65,30 @@ def runtime_of(memo: Any) -> Runtime:
     return runtime
 
 
-def reconcile_resource(memo: Any, namespace: str, name: str, retry: int = 0) -> None:
-    """Reconcile, turning API trouble into a kopf retry with backoff (never a crash)."""
+def scheduler_of(memo: Any) -> Scheduler:
+    scheduler = getattr(memo, "scheduler", None)
+    if not isinstance(scheduler, Scheduler):
+        raise kopf.TemporaryError("the operator is still starting", delay=1)
+    return scheduler
+
+
+def scheduled_pass(runtime: Runtime, key: Hashable) -> float | None:
+    """One reconcile pass run by the scheduler: the seconds until the next one is due
+    (None: the resource is gone). API trouble raises, and the scheduler backs off."""
+    namespace, name = cast(tuple[str, str], key)
     try:
-        reconcile(runtime_of(memo), namespace, name)
+        due = reconcile(runtime, namespace, name)
     except ReconcileConflictError as error:
-        raise kopf.TemporaryError(str(error), delay=_backoff(retry)) from error
+        raise RetryLaterError(str(error)) from error
     except ApiError as error:
-        raise kopf.TemporaryError(
-            f"Kubernetes API error, will retry: {error}", delay=_backoff(retry)
-        ) from error
+        raise RetryLaterError(f"Kubernetes API error, will retry: {error}") from error
+    if due is None:
+        return None
+    return max((due - now_utc()).total_seconds(), 0.0)
+
+
+class RetryLaterError(Exception):
+    """A pass that must be tried again after a backoff."""
 
 
 def owner_name(body: Any) -> str | None:
@@ -87,34 +116,60 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         if config.metrics_port:
             metrics.serve(config.metrics_port)
         api_client = load_api_client()
-        memo.runtime = Runtime(
+        runtime = Runtime(
             config=config,
             kube=Kube(api_client),
             metrics=metrics,
             target=KubeTargetApi(api_client),
         )
+        memo.runtime = runtime
+        memo.scheduler = Scheduler(
+            lambda key: scheduled_pass(runtime, key),
+            workers=operator_settings.RECONCILE_THREADS,
+        )
+        memo.scheduler.start()
         _log.info("DriftWarden started; metrics on :%s", config.metrics_port or "(off)")
+
+    @kopf.on.cleanup(registry=registry)
+    def cleanup(memo: Any, **_: Any) -> None:
+        scheduler = getattr(memo, "scheduler", None)
+        if isinstance(scheduler, Scheduler):
+            scheduler.stop()
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         """The same credentials as driftwarden.k8s: in-cluster, else KUBECONFIG."""
         return kopf.login_via_client(**kwargs)
 
+    @kopf.index(
+        "batch",
+        "v1",
+        "jobs",
+        labels={names.MANAGED_BY_LABEL: names.MANAGED_BY},
+        id="managed_jobs",
+        registry=registry,
+    )
+    def managed_jobs(body: kopf.Body, namespace: str | None, **_: Any) -> Any:
+        """Our Jobs by (namespace, owning resource): a pass reads them here, not by LIST."""
+        owner = owner_name(body)
+        if owner is None or namespace is None:
+            return None
+        return {(namespace, owner): dict(body)}
+
+    @kopf.index("", "v1", "persistentvolumeclaims", id="claims", registry=registry)
+    def claims(namespace: str | None, name: str, **_: Any) -> Any:
+        """The names of the claims that exist, by namespace."""
+        return {namespace: name} if namespace is not None else None
+
     @kopf.on.resume(*resource, id="reconcile-on-resume", registry=registry)
     @kopf.on.create(*resource, id="reconcile-on-create", registry=registry)
     @kopf.on.update(*resource, id="reconcile-on-update", registry=registry)
-    def changed(namespace: str | None, name: str, memo: Any, retry: int, **_: Any) -> None:
-        reconcile_resource(memo, _namespaced(namespace), name, retry)
-
-    @kopf.timer(
-        *resource,
-        id="resync",
-        interval=config.resync_seconds,
-        initial_delay=config.resync_seconds,
-        registry=registry,
-    )
-    def resync(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-        reconcile_resource(memo, _namespaced(namespace), name)
+    def changed(namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
+        runtime = runtime_of(memo)
+        # kopf passes each index as the keyword of its id (the same live object each time).
+        runtime.jobs.attach(kwargs["managed_jobs"])
+        runtime.claims.attach(kwargs["claims"])
+        scheduler_of(memo).wake((_namespaced(namespace), name))
 
     @kopf.on.event(
         "batch",
@@ -126,13 +181,18 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
     )
     def job_changed(body: kopf.Body, namespace: str | None, memo: Any, **_: Any) -> None:
         owner = owner_name(body)
-        if owner is None or namespace is None:
+        if owner is None or namespace is None or not hasattr(memo, "scheduler"):
             return
-        try:
-            reconcile_resource(memo, namespace, owner)
-        except kopf.TemporaryError as error:
-            # Event handlers are not retried; the resync timer catches up.
-            _log.info("job event for %s/%s deferred to the resync: %s", namespace, owner, error)
+        scheduler_of(memo).wake((namespace, owner))
+
+    @kopf.on.event("", "v1", "persistentvolumeclaims", id="claim-event", registry=registry)
+    def claim_changed(
+        type: str | None, namespace: str | None, name: str, memo: Any, **_: Any
+    ) -> None:
+        if namespace is None or type == "DELETED" or not hasattr(memo, "runtime"):
+            return
+        for waiting in runtime_of(memo).claims.appeared(namespace, name):
+            scheduler_of(memo).wake((namespace, waiting))
 
     @kopf.on.delete(*resource, id="forget", registry=registry)
     def deleted(namespace: str | None, name: str, memo: Any, retry: int, **_: Any) -> None:
@@ -140,6 +200,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         # Until the fix is reverted and the target handed back, kopf keeps the finalizer
         # and calls this again after the delay.
         runtime = runtime_of(memo)
+        scheduler_of(memo).forget((_namespaced(namespace), name))
         delay = _backoff(retry)
         try:
             release(runtime, _namespaced(namespace), name, delay)
@@ -147,6 +208,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
             raise kopf.TemporaryError(str(error), delay=delay) from error
         runtime.metrics.forget(_namespaced(namespace), name)
         runtime.locks.forget(_namespaced(namespace), name)
+        runtime.claims.forget(_namespaced(namespace), name)
 
 
 def _register_default() -> None:

@@ -17,7 +17,7 @@ import threading
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -67,9 +67,59 @@ def _error(exc: ApiException) -> ApiError:
     return ApiError(status, message)
 
 
-def _raw(response: Any) -> Json:
-    data: Json = json.loads(response.data)
-    return data
+class Rest:
+    """Raw REST calls through the kubernetes client's ApiClient (auth, TLS, pooling): a
+    method, a path, JSON in and out. Not the generated API classes: importing those (all
+    their models) costs the operator ~90 MiB of memory for the few calls it makes."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self._client = api_client
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, Any] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        accept: str = "application/json",
+    ) -> Json:
+        headers = {"Accept": accept}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        params = self._client.param_serialize(
+            method,
+            path,
+            query_params=[(k, v) for k, v in (query or {}).items() if v is not None],
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = self._client.call_api(*params, _request_timeout=REQUEST_TIMEOUT)
+            response.read()  # type: ignore[no-untyped-call]
+        except ApiException as exc:
+            raise _error(exc) from None
+        if not 200 <= int(response.status) < 300:
+            raise _error(ApiException(http_resp=response))
+        data: Json = json.loads(cast(bytes, response.data))
+        return data
+
+
+def _custom_path(namespace: str, name: str | None = None) -> str:
+    path = f"/apis/{names.GROUP}/{names.VERSION}/namespaces/{namespace}/{names.PLURAL}"
+    return path if name is None else f"{path}/{name}"
+
+
+def _core_path(namespace: str, plural: str, name: str | None = None) -> str:
+    path = f"/api/v1/namespaces/{namespace}/{plural}"
+    return path if name is None else f"{path}/{name}"
+
+
+def _jobs_path(namespace: str, name: str | None = None) -> str:
+    path = f"/apis/batch/v1/namespaces/{namespace}/jobs"
+    return path if name is None else f"{path}/{name}"
 
 
 def now_rfc3339() -> str:
@@ -95,34 +145,18 @@ class Kube:
     """The API calls the services make, nothing more."""
 
     def __init__(self, api_client: client.ApiClient, *, instance: str | None = None) -> None:
-        self._client = api_client
-        self._core = client.CoreV1Api(api_client)
-        self._batch = client.BatchV1Api(api_client)
-        self._custom = client.CustomObjectsApi(api_client)
+        self._rest = Rest(api_client)
         self.instance = instance or socket.gethostname()
         self._lock = threading.Lock()
 
-    def _call(self, method: Any, *args: Any, **kwargs: Any) -> Json:
-        try:
-            response = method(
-                *args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kwargs
-            )
-        except ApiException as exc:
-            raise _error(exc) from None
-        return _raw(response)
+    def _call(self, method: str, path: str, **kwargs: Any) -> Json:
+        return self._rest.request(method, path, **kwargs)
 
     # -- ModelOptimization -----------------------------------------------------------
 
     def get_optimization(self, namespace: str, name: str) -> Json | None:
         try:
-            return self._call(
-                self._custom.get_namespaced_custom_object,
-                names.GROUP,
-                names.VERSION,
-                namespace,
-                names.PLURAL,
-                name,
-            )
+            return self._call("GET", _custom_path(namespace, name))
         except NotFoundError:
             return None
 
@@ -134,29 +168,23 @@ class Kube:
         merge patch replaces lists (runs, conditions) whole."""
         body = {"metadata": {"resourceVersion": resource_version}, "status": dict(status)}
         return self._call(
-            self._custom.patch_namespaced_custom_object_status,
-            names.GROUP,
-            names.VERSION,
-            namespace,
-            names.PLURAL,
-            name,
-            body,
-            field_manager=names.FIELD_MANAGER,
-            _content_type=MERGE_PATCH,
+            "PATCH",
+            _custom_path(namespace, name) + "/status",
+            query={"fieldManager": names.FIELD_MANAGER},
+            body=body,
+            content_type=MERGE_PATCH,
         )
 
     # -- Jobs and their Pods ---------------------------------------------------------
 
     def get_job(self, namespace: str, name: str) -> Json | None:
         try:
-            return self._call(self._batch.read_namespaced_job, name, namespace)
+            return self._call("GET", _jobs_path(namespace, name))
         except NotFoundError:
             return None
 
     def list_jobs(self, namespace: str, label_selector: str) -> list[Json]:
-        listing = self._call(
-            self._batch.list_namespaced_job, namespace, label_selector=label_selector
-        )
+        listing = self._call("GET", _jobs_path(namespace), query={"labelSelector": label_selector})
         items: list[Json] = listing.get("items", [])
         return items
 
@@ -164,10 +192,10 @@ class Kube:
         """Create, or return the existing object of that name: (job, created)."""
         try:
             return self._call(
-                self._batch.create_namespaced_job,
-                namespace,
-                body,
-                field_manager=names.FIELD_MANAGER,
+                "POST",
+                _jobs_path(namespace),
+                query={"fieldManager": names.FIELD_MANAGER},
+                body=body,
             ), True
         except ConflictError:
             existing = self.get_job(namespace, body["metadata"]["name"])
@@ -177,21 +205,20 @@ class Kube:
 
     def patch_job(self, namespace: str, name: str, patch: Json) -> Json:
         return self._call(
-            self._batch.patch_namespaced_job,
-            name,
-            namespace,
-            patch,
-            field_manager=names.FIELD_MANAGER,
-            _content_type=MERGE_PATCH,
+            "PATCH",
+            _jobs_path(namespace, name),
+            query={"fieldManager": names.FIELD_MANAGER},
+            body=patch,
+            content_type=MERGE_PATCH,
         )
 
     def list_job_pods(self, namespace: str, job_name: str, job_uid: str) -> list[Json]:
         """The Job's Pods (by the Job controller's label, checked against the owner uid so a
         re-created Job of the same name does not see its predecessor's Pods)."""
         listing = self._call(
-            self._core.list_namespaced_pod,
-            namespace,
-            label_selector=f"batch.kubernetes.io/job-name={job_name}",
+            "GET",
+            _core_path(namespace, "pods"),
+            query={"labelSelector": f"batch.kubernetes.io/job-name={job_name}"},
         )
         return [
             pod
@@ -204,15 +231,15 @@ class Kube:
     def create_configmap(self, namespace: str, body: Json) -> tuple[Json, bool]:
         try:
             return self._call(
-                self._core.create_namespaced_config_map,
-                namespace,
-                body,
-                field_manager=names.FIELD_MANAGER,
+                "POST",
+                _core_path(namespace, "configmaps"),
+                query={"fieldManager": names.FIELD_MANAGER},
+                body=body,
             ), True
         except ConflictError:
             try:
                 return self._call(
-                    self._core.read_namespaced_config_map, body["metadata"]["name"], namespace
+                    "GET", _core_path(namespace, "configmaps", body["metadata"]["name"])
                 ), False
             except NotFoundError:
                 raise ConflictError(409, "configmap deleted while being adopted") from None
@@ -221,28 +248,28 @@ class Kube:
         """Create, or return the existing Service of that name: (service, created)."""
         try:
             return self._call(
-                self._core.create_namespaced_service,
-                namespace,
-                body,
-                field_manager=names.FIELD_MANAGER,
+                "POST",
+                _core_path(namespace, "services"),
+                query={"fieldManager": names.FIELD_MANAGER},
+                body=body,
             ), True
         except ConflictError:
             try:
                 return self._call(
-                    self._core.read_namespaced_service, body["metadata"]["name"], namespace
+                    "GET", _core_path(namespace, "services", body["metadata"]["name"])
                 ), False
             except NotFoundError:
                 raise ConflictError(409, "service deleted while being adopted") from None
 
     def get_configmap(self, namespace: str, name: str) -> Json | None:
         try:
-            return self._call(self._core.read_namespaced_config_map, name, namespace)
+            return self._call("GET", _core_path(namespace, "configmaps", name))
         except NotFoundError:
             return None
 
     def get_pvc(self, namespace: str, name: str) -> Json | None:
         try:
-            return self._call(self._core.read_namespaced_persistent_volume_claim, name, namespace)
+            return self._call("GET", _core_path(namespace, "persistentvolumeclaims", name))
         except NotFoundError:
             return None
 
@@ -250,12 +277,7 @@ class Kube:
         """Whether a Secret exists, read as metadata only: its data never reaches the
         operator (the Jobs get it through secretKeyRef)."""
         try:
-            self._call(
-                self._core.read_namespaced_secret,
-                name,
-                namespace,
-                _headers={"Accept": METADATA_ONLY},
-            )
+            self._call("GET", _core_path(namespace, "secrets", name), accept=METADATA_ONLY)
         except NotFoundError:
             return False
         return True
@@ -292,7 +314,7 @@ class Kube:
             "lastTimestamp": now,
             "count": 1,
         }
-        self._call(self._core.create_namespaced_event, metadata["namespace"], body)
+        self._call("POST", _core_path(metadata["namespace"], "events"), body=body)
 
     # -- kopf peering ------------------------------------------------------------------
 
@@ -301,27 +323,16 @@ class Kube:
     ) -> bool:
         """Merge this replica's keep-alive record (kopf's format) into the status of the
         peering object, as kopf's own keep-alive does; False when the object is absent."""
-        body = {"status": {identity: dict(record)}}
+        base = f"/apis/{PEERING_GROUP}/{PEERING_VERSION}"
+        path = (
+            f"{base}/clusterkopfpeerings/{peering}"
+            if namespace is None
+            else f"{base}/namespaces/{namespace}/kopfpeerings/{peering}"
+        )
         try:
-            if namespace is None:
-                self._call(
-                    self._custom.patch_cluster_custom_object,
-                    PEERING_GROUP,
-                    PEERING_VERSION,
-                    "clusterkopfpeerings",
-                    peering,
-                    body,
-                )
-            else:
-                self._call(
-                    self._custom.patch_namespaced_custom_object,
-                    PEERING_GROUP,
-                    PEERING_VERSION,
-                    namespace,
-                    "kopfpeerings",
-                    peering,
-                    body,
-                )
+            self._call(
+                "PATCH", path, body={"status": {identity: dict(record)}}, content_type=MERGE_PATCH
+            )
         except NotFoundError:
             return False
         return True

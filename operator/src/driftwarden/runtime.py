@@ -11,6 +11,7 @@ from driftwarden.config import OperatorConfig
 from driftwarden.k8s import Kube
 from driftwarden.metrics import OperatorMetrics
 from driftwarden.services.target import TargetApi
+from driftwarden.services.watches import ClaimWatch, JobWatch
 
 
 class ResourceLocks:
@@ -43,3 +44,6 @@ class Runtime:
     locks: ResourceLocks = field(default_factory=ResourceLocks)
     # The target Deployment's API: the closed loop (services.loop) runs when it is set.
     target: TargetApi | None = None
+    # The Jobs and claims kopf's watches follow (indexes attached by the handlers).
+    jobs: JobWatch = field(default_factory=JobWatch)
+    claims: ClaimWatch = field(default_factory=ClaimWatch)

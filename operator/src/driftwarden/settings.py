@@ -42,6 +42,9 @@ PEERING_LIFETIME: Final = 60
 # Sync handlers run in this many threads: one reconcile per resource at a time, so this
 # bounds how many resources progress in parallel, not correctness.
 HANDLER_THREADS: Final = 8
+# Reconcile passes run in the scheduler's own threads (driftwarden.scheduler): at most this
+# many at once, each resource at most once.
+RECONCILE_THREADS: Final = 8
 
 
 def apply(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:

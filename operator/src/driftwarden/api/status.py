@@ -214,6 +214,29 @@ class TemporaryFixStatus(StatusModel):
     applied: Annotated[list[ContainerResources], Field(max_length=16)] = Field(default_factory=list)
 
 
+DisplayValue = Annotated[str, Field(max_length=16)]
+
+
+def rounded(value: float) -> str:
+    """A measurement for a table column: three significant digits or fewer."""
+    magnitude = abs(value)
+    if magnitude >= 100:
+        return f"{value:.0f}"
+    if magnitude >= 10:
+        return f"{value:.1f}"
+    if magnitude >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+class Display(StatusModel):
+    """The last evaluation rounded for `kubectl get` columns (status.lastEvaluation has
+    the exact values)."""
+
+    drift: DisplayValue | None = None
+    p95: DisplayValue | None = None
+
+
 class ModelOptimizationStatus(StatusModel):
     observed_generation: Annotated[int, Field(ge=0)] | None = None
     phase: Phase | None = None
@@ -234,6 +257,20 @@ class ModelOptimizationStatus(StatusModel):
     candidate: Candidate | None = None
     promoted: Promoted | None = None
     temporary_fix: TemporaryFixStatus | None = None
+    display: Display | None = None
+
+    def refresh_display(self) -> None:
+        """status.display from status.lastEvaluation (idempotent)."""
+        last = self.last_evaluation
+        drift = last.drift_score if last is not None else None
+        p95 = last.latency.p95_ms if last is not None and last.latency is not None else None
+        if drift is None and p95 is None:
+            self.display = None
+            return
+        self.display = Display(
+            drift=None if drift is None else rounded(drift),
+            p95=None if p95 is None else f"{rounded(p95)}ms",
+        )
 
     def record_run(self, run: RunRecord) -> None:
         """Record a run: a known id is replaced in place (idempotent, e.g. Succeeded ->

@@ -4,6 +4,11 @@ An evaluation starts every ``spec.monitoring.interval``, counted from the start 
 previous one (a fixed cadence: a slow evaluation does not push every later one back, and
 one that ran longer than the interval is followed at once). Never two at a time per
 resource, none while suspended. Pure: the caller passes what status remembers and the time.
+
+With a ``key`` (the resource's uid) the cadence keeps the resource's own phase of the
+interval (driftwarden.policy.pacing.evaluation_due_at): many resources spread their
+evaluations over the interval instead of starting them together. The first evaluation of a
+resource is due at once.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
+
+from driftwarden.policy.pacing import evaluation_due_at
 
 EvaluationBlocker = Literal["Suspended", "EvaluationActive"]
 
@@ -30,6 +37,7 @@ def evaluation_due(
     evaluation_active: bool,
     suspended: bool,
     now: datetime,
+    key: str | None = None,
 ) -> EvaluationDue:
     if suspended:
         return EvaluationDue(due=False, next_check=None, blocked_by="Suspended")
@@ -37,7 +45,11 @@ def evaluation_due(
         return EvaluationDue(due=False, next_check=None, blocked_by="EvaluationActive")
     if last_started_at is None:
         return EvaluationDue(due=True, next_check=None)
-    due_at = last_started_at + interval
+    due_at = (
+        last_started_at + interval
+        if key is None
+        else evaluation_due_at(last_started_at, interval, key, now)
+    )
     if now >= due_at:
         return EvaluationDue(due=True, next_check=None)
     return EvaluationDue(due=False, next_check=due_at)

@@ -11,7 +11,7 @@ created just before a crash is adopted (409), never duplicated.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Final
@@ -28,7 +28,7 @@ from driftwarden.api.status import (
 from driftwarden.builders import names
 from driftwarden.builders.job import build_job, build_task_configmap
 from driftwarden.builders.task import build_task, job_settings, spec_claims, storage_secret
-from driftwarden.policy import from_api
+from driftwarden.policy import from_api, pacing
 from driftwarden.policy.gates import latency_key
 from driftwarden.policy.schedule import evaluation_due
 from driftwarden.services import jobs as job_state
@@ -335,15 +335,13 @@ class Evaluations(LoopStep):
             evaluation_active=status.active_evaluation is not None,
             suspended=spec.suspend,
             now=self.now,
+            key=self.ctx.owner.uid,  # spread over the interval (policy.pacing)
         )
         if not due.due:
+            self._check_at(due.next_check)
             return
         model_uri = from_api.model_in_use(spec, status)
-        missing = [
-            claim
-            for claim in spec_claims(spec, model_uri)
-            if self.ctx.kube.get_pvc(self.namespace, claim) is None
-        ]
+        missing = self._missing_claims(spec_claims(spec, model_uri))
         if missing:  # the Pod could not start; the user must create the claim
             self._problem(
                 Reason.PVC_NOT_FOUND,
@@ -369,7 +367,14 @@ class Evaluations(LoopStep):
             kind=EVALUATE,
             model_uri=model_uri,
         )
-        body = build_job(self.ctx.owner, task, job_settings(spec, self.ctx.config))
+        settings = job_settings(spec, self.ctx.config)
+        settings = replace(
+            settings,
+            ttl_seconds_after_finished=pacing.evaluation_job_ttl(
+                spec.monitoring.interval_delta, settings.ttl_seconds_after_finished
+            ),
+        )
+        body = build_job(self.ctx.owner, task, settings)
         job, created = self.ctx.kube.create_job(self.namespace, body)
         if not created and not self._owns(job, run_id):
             self._problem(

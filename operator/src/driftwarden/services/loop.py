@@ -95,6 +95,7 @@ class Loop(LoopStep):
             from_api.trigger_state(self.spec, self.status, self.ctx.created_at),
             self.now,
         )
+        self._check_at(decision.next_check)
         if decision.trigger is None:
             return None
         if not decision.start:

@@ -21,6 +21,7 @@ from driftwarden.config import OperatorConfig
 from driftwarden.k8s import Kube
 from driftwarden.metrics import OperatorMetrics
 from driftwarden.services.target import TargetApi
+from driftwarden.services.watches import ClaimWatch
 
 Json = dict[str, Any]
 EventType = Literal["Normal", "Warning"]
@@ -43,6 +44,11 @@ class LoopContext:
     # What only the operator can see and the user must fix, found during this pass
     # (reason, message): the pass sets Ready=False with the first one.
     problems: list[tuple[str, str]] = field(default_factory=list)
+    # When the policies want to look again without any event (driftwarden.policy.pacing).
+    checks: list[datetime | None] = field(default_factory=list)
+    claims: ClaimWatch = field(default_factory=ClaimWatch)
+    # Claims found missing in this pass: their creation wakes the resource.
+    missing_claims: set[str] = field(default_factory=set)
 
 
 class LoopStep:
@@ -73,6 +79,17 @@ class LoopStep:
 
     def _problem(self, reason: str, message: str) -> None:
         self.ctx.problems.append((reason, message))
+
+    def _check_at(self, when: datetime | None) -> None:
+        """Look at this resource again at ``when`` even if no event comes."""
+        self.ctx.checks.append(when)
+
+    def _missing_claims(self, claims: list[str]) -> list[str]:
+        missing = [
+            c for c in claims if not self.ctx.claims.exists(self.ctx.kube, self.namespace, c)
+        ]
+        self.ctx.missing_claims.update(missing)
+        return missing
 
 
 def rfc3339(moment: datetime) -> str:

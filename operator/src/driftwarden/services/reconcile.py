@@ -51,7 +51,7 @@ from driftwarden.builders.job import Owner, build_job, build_task_configmap
 from driftwarden.builders.task import build_task, job_settings, spec_claims, storage_secret
 from driftwarden.crashpoints import crash_point
 from driftwarden.k8s import ApiError, ConflictError
-from driftwarden.policy import from_api, run_history
+from driftwarden.policy import from_api, pacing, run_history
 from driftwarden.policy.gates import speed_gate
 from driftwarden.runtime import Runtime
 from driftwarden.services import admission_policy, gangs
@@ -71,6 +71,9 @@ INVALID_SPEC = "InvalidSpec"
 JOB_NAME_CONFLICT = "JobNameConflict"
 JOB_DELETED = "JobDeleted"
 RELEASE_FAILED = "ReleaseFailed"
+# Ready=False reasons that only a change the operator sees as an event can lift (the spec,
+# the admin's policy at a restart, a Job): no poll while they hold.
+_WOKEN_BY_EVENTS = frozenset({INVALID_SPEC, Reason.BAD_INPUT, "PolicyViolation"})
 
 _log = logging.getLogger(__name__)
 
@@ -132,23 +135,28 @@ def release(rt: Runtime, namespace: str, name: str, retry_in: float) -> None:
             reconcile_pass.commit_quietly()
 
 
-def reconcile(rt: Runtime, namespace: str, name: str) -> None:
-    """Run passes until one writes its status without a conflict."""
+def reconcile(rt: Runtime, namespace: str, name: str) -> datetime | None:
+    """Run passes until one writes its status without a conflict; when the next pass is
+    due without any event (None: the resource is gone or going)."""
     started = time.perf_counter()
     try:
         with rt.locks.hold(namespace, name):
+            # Jobs an earlier attempt created: a pass whose status write lost a conflict
+            # (e.g. to kopf's own annotation patch after a create) is run again, and finds
+            # the Job it made - which it started, not adopted.
+            created: set[str] = set()
             for attempt in range(1, MAX_ATTEMPTS + 1):
                 body = rt.kube.get_optimization(namespace, name)
                 if body is None or body["metadata"].get("deletionTimestamp"):
-                    return
-                reconcile_pass = ReconcilePass(rt, body)
+                    return None
+                reconcile_pass = ReconcilePass(rt, body, created_jobs=created)
                 reconcile_pass.run()
                 try:
                     reconcile_pass.commit()
                 except ConflictError:
                     _log.debug("%s/%s changed during pass %d; again", namespace, name, attempt)
                     continue
-                return
+                return reconcile_pass.next_pass()
             raise ReconcileConflictError(f"{namespace}/{name} kept changing; will try again")
     finally:
         rt.metrics.observe_reconcile(time.perf_counter() - started)
@@ -218,7 +226,7 @@ def _describe(result: contract.CompactResult | None) -> str:
 
 
 class ReconcilePass:
-    def __init__(self, rt: Runtime, body: Json) -> None:
+    def __init__(self, rt: Runtime, body: Json, *, created_jobs: set[str] | None = None) -> None:
         self.rt = rt
         self.kube = rt.kube
         self.body = body
@@ -241,6 +249,9 @@ class ReconcilePass:
         self.blocked: Blocked | None = None
         self.bad_input: tuple[str, str] | None = None  # (reason, message) of a run just recorded
         self.loop: Loop | None = None  # the closed loop (services.loop), once the spec parses
+        self.checks: list[datetime | None] = []  # when to look again (policy.pacing)
+        self.created_jobs = created_jobs if created_jobs is not None else set()
+        self.missing_claims: set[str] = set()
 
     # -- the pass ----------------------------------------------------------------------
 
@@ -264,9 +275,12 @@ class ReconcilePass:
         self._set_conditions()
         self.status.observed_generation = self.generation
         self.status.phase = self._phase()
+        self.status.refresh_display()
 
     def commit(self) -> None:
         self._write_status()
+        if self.missing_claims:  # the claim's creation wakes the resource (services.watches)
+            self.rt.claims.wait_for(self.namespace, self.name, self.missing_claims)
         self._post_events()
         for outcome, seconds in self.finished:
             self.rt.metrics.record_run(self.namespace, self.name, outcome.value, max(seconds, 0.0))
@@ -279,6 +293,31 @@ class ReconcilePass:
         except ApiError as error:
             _log.info("%s/%s: status not written on delete: %s", self.namespace, self.name, error)
         self._post_events()
+
+    def next_pass(self) -> datetime:
+        """When to look again without an event (driftwarden.policy.pacing)."""
+        checks = list(self.checks)
+        missing = set(self.missing_claims)
+        if self.loop is not None:
+            checks += self.loop.ctx.checks
+            missing |= self.loop.ctx.missing_claims
+        ready = cond.get_condition(self.status.conditions, ConditionType.READY)
+        waiting_since = None
+        if (
+            ready is not None
+            and ready.status == "False"
+            and ready.reason not in _WOKEN_BY_EVENTS
+            and not (ready.reason == Reason.PVC_NOT_FOUND and missing)
+        ):
+            waiting_since = ready.last_transition_time or self.now
+        return pacing.next_pass(
+            self.now,
+            checks,
+            resync=timedelta(seconds=self.rt.config.resync_seconds),
+            key=self.uid,
+            waiting_since=waiting_since,
+            active=self.status.active_run is not None,
+        )
 
     def _write_status(self) -> None:
         if self.status.to_json_dict() != self.original.to_json_dict():
@@ -317,6 +356,7 @@ class ReconcilePass:
             status=self.status,
             now=self.now,
             emit=self._event,
+            claims=self.rt.claims,
         )
 
     def _parse_spec(self) -> None:
@@ -332,12 +372,22 @@ class ReconcilePass:
     # -- following Jobs ----------------------------------------------------------------
 
     def _owned_jobs(self) -> list[Json]:
-        selector = (
-            f"{names.OPTIMIZATION_LABEL}={names.label_value(self.name)},{names.KIND_LABEL}=optimize"
-        )
+        watched = self.rt.jobs.owned(self.namespace, self.name)
+        if watched is None:
+            selector = (
+                f"{names.OPTIMIZATION_LABEL}={names.label_value(self.name)},"
+                f"{names.KIND_LABEL}=optimize"
+            )
+            candidates = self.kube.list_jobs(self.namespace, selector)
+        else:
+            candidates = [
+                job
+                for job in watched
+                if (job["metadata"].get("labels") or {}).get(names.KIND_LABEL) == "optimize"
+            ]
         owned = [
             job
-            for job in self.kube.list_jobs(self.namespace, selector)
+            for job in candidates
             if any(ref.get("uid") == self.uid for ref in job["metadata"].get("ownerReferences", []))
         ]
 
@@ -382,7 +432,8 @@ class ReconcilePass:
                 except (NameConflictError, gangs.ServiceConflictError) as error:
                     self.blocked = Blocked(JOB_NAME_CONFLICT, str(error), input_problem=True)
                     self.active_job = job
-                self._set_active(self.active_job, created=False)
+                started_here = self.active_job["metadata"]["name"] in self.created_jobs
+                self._set_active(self.active_job, created=started_here)
             else:  # cannot happen while runs start one at a time; say so, do not hide it
                 _log.warning(
                     "%s/%s: more than one unfinished run: %s and %s",
@@ -394,8 +445,20 @@ class ReconcilePass:
         active = self.status.active_run
         if active is not None and self.active_job is None:
             if active.id not in present and active.id not in recorded:
+                if self._job_exists(active.job_name):
+                    return  # the watch has not shown it yet: the next pass follows it
                 self._record_deleted(active)
             self.status.active_run = None
+
+    def _job_exists(self, job_name: str | None) -> bool:
+        """Whether a Job that status names but the Jobs read in this pass do not show
+        exists after all (the watch lags the API): asked by name, once."""
+        if not job_name or self.rt.jobs.owned(self.namespace, self.name) is None:
+            return False  # the Jobs were LISTed in this pass: that is the API's answer
+        job = self.kube.get_job(self.namespace, job_name)
+        return job is not None and any(
+            ref.get("uid") == self.uid for ref in job["metadata"].get("ownerReferences", [])
+        )
 
     def _ensure_started(self, job: Json) -> Json:
         """Give a suspended Job of ours its task ConfigMap, then resume it."""
@@ -579,8 +642,9 @@ class ReconcilePass:
         missing = [
             claim
             for claim in spec_claims(spec, model_in_use(spec, self.status))
-            if self.kube.get_pvc(self.namespace, claim) is None
+            if not self.rt.claims.exists(self.kube, self.namespace, claim)
         ]
+        self.missing_claims.update(missing)
         if missing:
             listed = ", ".join(missing)
             self.blocked = Blocked(
@@ -616,6 +680,8 @@ class ReconcilePass:
             annotations={names.RUN_PLAN_ANNOTATION: plan.to_annotation()},
         )
         job, created = self.kube.create_job(self.namespace, body)
+        if created:
+            self.created_jobs.add(body["metadata"]["name"])
         if not created:
             owners = {ref.get("uid") for ref in job["metadata"].get("ownerReferences", [])}
             if not self._ours(job, run_id) or self.uid not in owners:

@@ -8,13 +8,11 @@ Errors surface as driftwarden.k8s errors (NotFoundError, ConflictError, ApiError
 
 from __future__ import annotations
 
-import json
 from typing import Any, Final, Protocol
 
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
-from driftwarden.k8s import REQUEST_TIMEOUT, ApiError, NotFoundError, _error
+from driftwarden.k8s import ApiError, NotFoundError, Rest
 from driftwarden.policy.deployment_apply import FIELD_MANAGER
 
 Json = dict[str, Any]
@@ -37,44 +35,37 @@ class KubeTargetApi:
     """TargetApi on a kubernetes ApiClient."""
 
     def __init__(self, api_client: client.ApiClient) -> None:
-        self._apps = client.AppsV1Api(api_client)
+        self._rest = Rest(api_client)
 
-    def _call(self, method: Any, *args: Any, **kwargs: Any) -> Json:
-        try:
-            response = method(
-                *args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kwargs
-            )
-        except ApiException as exc:
-            raise _error(exc) from None
-        data: Json = json.loads(response.data)
-        return data
+    def _call(self, method: str, namespace: str, name: str, **kwargs: Any) -> Json:
+        path = f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}"
+        return self._rest.request(method, path, **kwargs)
 
     def get_deployment(self, namespace: str, name: str) -> Json | None:
         try:
-            return self._call(self._apps.read_namespaced_deployment, name, namespace)
+            return self._call("GET", namespace, name)
         except NotFoundError:
             return None
 
     def apply_deployment(self, body: Json) -> Json:
         meta = body["metadata"]
         return self._call(
-            self._apps.patch_namespaced_deployment,
-            meta["name"],
+            "PATCH",
             meta["namespace"],
-            body,
-            field_manager=FIELD_MANAGER,
-            force=True,
-            _content_type=APPLY_PATCH,
+            meta["name"],
+            query={"fieldManager": FIELD_MANAGER, "force": "true"},
+            body=body,
+            content_type=APPLY_PATCH,
         )
 
     def json_patch_deployment(self, namespace: str, name: str, patch: list[Json]) -> Json:
         return self._call(
-            self._apps.patch_namespaced_deployment,
-            name,
+            "PATCH",
             namespace,
-            patch,
-            field_manager=FIELD_MANAGER,
-            _content_type=JSON_PATCH,
+            name,
+            query={"fieldManager": FIELD_MANAGER},
+            body=patch,
+            content_type=JSON_PATCH,
         )
 
 

@@ -173,6 +173,7 @@ class TemporaryFixes(LoopStep):
             self.now,
             moved,
         )
+        self._check_at(decision.next_check)  # the expiry of an active fix
         if decision.action == "Apply" and settings is not None and spec.target is not None:
             self._apply_fix(settings, decision.reason)
         elif decision.action == "Revert":

@@ -1,0 +1,224 @@
+"""The scale scenario shared by tests/e2e/test_scale.py and bench/scale.py.
+
+N ModelOptimizations made from examples/minimal.yaml (without its target) whose PVCs do not
+exist, so no Job ever runs and the operator only reconciles. The operator runs as a real
+process with its production resync period. Measured:
+
+- settle: from the first create until every resource has a Ready condition for its
+  generation (the operator's first pass of each one wrote status);
+- reconcile p50/p99: from the operator's own histogram
+  (driftwarden_reconcile_duration_seconds, interpolated like PromQL's histogram_quantile);
+- the operator's RSS (VmRSS) with no resource and after the idle window, and its CPU over
+  the idle window (utime + stime from /proc, as a percentage of one core);
+- API requests per second, counted by kube-apiserver itself (apiserver_request_total from
+  GET /metrics), over the same idle window: all requests, and those on the resources the
+  operator reads or writes (the control plane's own components make the rest).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import urllib3
+import yaml
+from kubernetes import client, config
+from operator_process import OperatorProcess, wait_for
+
+from devcluster.controlplane import Cluster
+
+PROJECT = Path(__file__).resolve().parents[2]
+# The resources whose requests are the operator's (watches count once, when they start).
+OPERATOR_RESOURCES = frozenset(
+    {
+        "modeloptimizations",
+        "persistentvolumeclaims",
+        "secrets",
+        "jobs",
+        "pods",
+        "configmaps",
+        "events",
+        "deployments",
+    }
+)
+_SAMPLE = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def manifests(namespace: str, count: int) -> str:
+    """``count`` copies of examples/minimal.yaml named scale-<i>, without a target (so with
+    Manual promotion): the claims it names (models, data) do not exist in ``namespace``."""
+    example = yaml.safe_load((PROJECT / "examples" / "minimal.yaml").read_text())
+    example["spec"].pop("target", None)
+    example["spec"]["promotion"] = {"mode": "Manual"}  # Automatic needs a target
+    docs = []
+    for index in range(count):
+        body = json.loads(json.dumps(example))
+        body["metadata"] = {"name": f"scale-{index:05d}", "namespace": namespace}
+        docs.append(yaml.safe_dump(body))
+    return "---\n".join(docs)
+
+
+def request_counts(cluster: Cluster) -> dict[tuple[str, str], float]:
+    """apiserver_request_total summed per (verb, resource)."""
+    text = cluster.kubectl("get", "--raw", "/metrics").stdout
+    counts: dict[tuple[str, str], float] = {}
+    for line in text.splitlines():
+        found = _SAMPLE.match(line)
+        if found is None:
+            continue
+        labels = dict(_LABEL.findall(found["labels"]))
+        key = (labels.get("verb", ""), labels.get("resource", ""))
+        counts[key] = counts.get(key, 0.0) + float(found["value"])
+    return counts
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def histogram_quantile(metrics_text: str, name: str, quantile: float) -> float | None:
+    """PromQL's histogram_quantile over one histogram of a /metrics page."""
+    buckets: list[tuple[float, float]] = []
+    for line in metrics_text.splitlines():
+        if line.startswith(f"{name}_bucket{{"):
+            bound = re.search(r'le="([^"]+)"', line)
+            if bound:
+                buckets.append((float(bound.group(1)), float(line.rsplit(" ", 1)[1])))
+    buckets.sort()
+    if not buckets or buckets[-1][1] == 0:
+        return None
+    rank = quantile * buckets[-1][1]
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if bound == float("inf"):
+                return lower_bound
+            share = (rank - lower_count) / (count - lower_count) if count > lower_count else 0
+            return lower_bound + (bound - lower_bound) * share
+        lower_bound, lower_count = bound, count
+    return lower_bound
+
+
+def _settled(cluster: Cluster, namespace: str, count: int) -> Callable[[], int | None]:
+    config.load_kube_config(str(cluster.kubeconfig))
+    api = client.CustomObjectsApi()
+
+    def check() -> int | None:
+        try:
+            response = api.list_namespaced_custom_object(
+                "driftwarden.io",
+                "v1alpha1",
+                namespace,
+                "modeloptimizations",
+                _preload_content=False,
+                _request_timeout=300,
+            )
+        except (TimeoutError, OSError, urllib3.exceptions.HTTPError):
+            return None  # a busy apiserver: ask again
+        items = json.loads(response.data)["items"]
+        done = 0
+        for item in items:
+            generation = item["metadata"].get("generation")
+            status = item.get("status") or {}
+            ready = [c for c in status.get("conditions") or [] if c["type"] == "Ready"]
+            if (
+                status.get("observedGeneration") == generation
+                and ready
+                and ready[0].get("observedGeneration") == generation
+            ):
+                done += 1
+        return done if done >= count else None
+
+    return check
+
+
+def run_scale(
+    cluster: Cluster,
+    namespace: str,
+    count: int,
+    work: Path,
+    *,
+    idle_after: float = 10.0,
+    idle_window: float = 60.0,
+    settle_timeout: float = 900.0,
+    operator_src: str | None = None,
+) -> dict[str, Any]:
+    """The scenario; a report of what was measured (see the module's docstring)."""
+    operator = OperatorProcess(
+        cluster.kubeconfig,
+        [namespace],
+        work / "operator.log",
+        resync_seconds=None,  # the production default
+        extra_env={"PYTHONPATH": operator_src} if operator_src else None,
+    )
+    report: dict[str, Any] = {"resources": count, "loadavg_start": os.getloadavg()}
+    with operator.start(ready_timeout=180):
+        assert operator.proc is not None
+        pid = operator.proc.pid
+        time.sleep(5)
+        report["rss_mib_empty"] = round(rss_mib(pid), 1)
+        path = work / "resources.yaml"
+        path.write_text(manifests(namespace, count))
+        started = time.monotonic()
+        cluster.kubectl("create", "-f", str(path), "-o", "name", timeout=1800)
+        created = time.monotonic()
+        report["create_seconds"] = round(created - started, 1)
+        wait_for(
+            f"{count} resources settled",
+            _settled(cluster, namespace, count),
+            settle_timeout,
+            operator,
+            interval=2,
+        )
+        report["settle_seconds"] = round(time.monotonic() - started, 1)
+        report["settle_after_last_create_seconds"] = round(time.monotonic() - created, 1)
+        report["rss_mib_settled"] = round(rss_mib(pid), 1)
+        time.sleep(idle_after)
+        cpu_before, requests_before = cpu_seconds(pid), request_counts(cluster)
+        window_started = time.monotonic()
+        time.sleep(idle_window)
+        requests_after, cpu_after = request_counts(cluster), cpu_seconds(pid)
+        elapsed = time.monotonic() - window_started
+        report["idle_window_seconds"] = round(elapsed, 1)
+        report["idle_cpu_percent"] = round(100 * (cpu_after - cpu_before) / elapsed, 2)
+        delta = {
+            key: value - requests_before.get(key, 0.0)
+            for key, value in requests_after.items()
+            if value - requests_before.get(key, 0.0) > 0
+        }
+        report["idle_requests_per_second"] = round(sum(delta.values()) / elapsed, 2)
+        report["idle_operator_requests_per_second"] = round(
+            sum(v for (_, resource), v in delta.items() if resource in OPERATOR_RESOURCES)
+            / elapsed,
+            2,
+        )
+        report["idle_requests_by_verb_resource"] = {
+            f"{verb} {resource}": round(value / elapsed, 3)
+            for (verb, resource), value in sorted(delta.items(), key=lambda kv: -kv[1])[:12]
+        }
+        report["rss_mib_idle"] = round(rss_mib(pid), 1)
+        metrics = operator.metrics()
+        for quantile in (0.5, 0.99):
+            value = histogram_quantile(metrics, "driftwarden_reconcile_duration_seconds", quantile)
+            report[f"reconcile_p{int(quantile * 100)}_seconds"] = (
+                None if value is None else round(value, 4)
+            )
+        passes = re.search(r"^driftwarden_reconcile_duration_seconds_count (\S+)$", metrics, re.M)
+        report["reconcile_passes"] = int(float(passes.group(1))) if passes else None
+    report["loadavg_end"] = os.getloadavg()
+    return report
