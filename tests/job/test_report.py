@@ -1,0 +1,222 @@
+"""report.html of a real run and evaluation on CPU, opened in headless Chromium (issue 18)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import struct
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from matplotlib import image as mpimg
+
+from devcluster import chromium
+from optimizer_job import report
+from optimizer_job.contract import (
+    REPORT_NAME,
+    EvaluationSettings,
+    PruneStage,
+    RetrainStage,
+    RunResult,
+    Task,
+    evaluation_artifact_uri,
+    report_uri_of,
+)
+from optimizer_job.example import make_example
+from optimizer_job.manifest import read_manifest, sha256_file, verify_manifest
+from optimizer_job.runner import run_task
+
+pytestmark = pytest.mark.job
+
+FAST = EvaluationSettings(latency_batch_sizes=[1, 16], latency_iterations=20, latency_warmup=2)
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return make_example(tmp_path_factory.mktemp("example"), logging.getLogger("test"), epochs=10)
+
+
+def _task(example: dict[str, Any], kind: str, **changes: Any) -> Task:
+    task = Task.model_validate_json(Path(example["out"], f"task-{kind}.json").read_text())
+    return task.model_copy(update={"evaluation": FAST, **changes})
+
+
+@pytest.fixture(scope="module")
+def optimized(example: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> RunResult:
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    stages = [
+        RetrainStage(epochs=2, early_stopping_patience=0),
+        PruneStage(amount_percent=30, fine_tune_epochs=1),
+    ]
+    task = _task(
+        example, "optimize", artifacts_uri=artifacts.as_uri(), stages=stages, run_id="r-report"
+    )
+    return run_task(task)
+
+
+@pytest.fixture(scope="module")
+def evaluated(example: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> RunResult:
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    task = _task(example, "evaluate", artifacts_uri=artifacts.as_uri(), run_id="e-report")
+    return run_task(task)
+
+
+class _Page(HTMLParser):
+    """The plots (data-URI images with their declared size) and titles of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[dict[str, str]] = []
+        self.titles: list[str] = []
+        self.scripts = 0
+        self._caption = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {k: v or "" for k, v in attrs}
+        if tag == "img":
+            self.images.append(values)
+        if tag == "script":
+            self.scripts += 1
+        self._caption = tag in ("figcaption", "h2")
+
+    def handle_data(self, data: str) -> None:
+        if self._caption and data.strip():
+            self.titles.append(data.strip())
+        self._caption = False
+
+
+def _parse(text: str) -> _Page:
+    page = _Page()
+    page.feed(text)
+    return page
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def _check_plots(page: _Page) -> None:
+    assert page.images, "no plots"
+    for image in page.images:
+        prefix = "data:image/png;base64,"
+        assert image["src"].startswith(prefix), image["src"][:40]
+        png = base64.b64decode(image["src"][len(prefix) :])
+        assert _png_size(png) == (int(image["width"]), int(image["height"]))
+        pixels = mpimg.imread(io.BytesIO(png), format="png")
+        assert float(np.std(pixels[..., :3])) > 0.01  # something is drawn on it
+
+
+def test_a_run_publishes_its_report_in_the_manifest(optimized: RunResult) -> None:
+    assert optimized.ok and optimized.artifact_uri is not None
+    run_dir = Path(optimized.artifact_uri.removeprefix("file://"))
+    assert optimized.report_uri == report_uri_of(optimized.artifact_uri)
+    assert (run_dir / REPORT_NAME).is_file()
+    # Listed with its digest, and the MANIFEST digest that names the version covers it.
+    assert read_manifest(run_dir)[REPORT_NAME] == sha256_file(run_dir / REPORT_NAME)
+    assert verify_manifest(run_dir) == optimized.manifest_sha256
+    assert RunResult.model_validate_json((run_dir / "result.json").read_text()) == optimized
+    text = (run_dir / REPORT_NAME).read_text()
+    page = _parse(text)
+    assert page.scripts == 0 and "http://" not in text and "https://" not in text
+    _check_plots(page)
+    titles = " | ".join(page.titles)
+    for expected in (
+        "Summary",
+        "Gate inputs",
+        "Candidate speedup per batch size",
+        "Latency at batch size 1: model in use vs candidate",
+        "Latency at batch size 16: model in use vs candidate",
+        "Confusion matrix, model in use",
+        "Confusion matrix, candidate",
+        "What ran",
+        "Seconds per stage",
+    ):
+        assert expected in titles, (expected, titles)
+    assert "1. retrain" in text and "2. prune" in text and "macs_ratio=" in text
+    data = optimized.report_data
+    assert data is not None and len(data.confusion) == 2
+    assert {(h.model, h.batch_size) for h in data.latency} == {
+        (m, b) for m in ("baseline", "candidate") for b in (1, 16)
+    }
+    # The result the operator reads stays small: the report's data is a few KiB.
+    assert len(data.model_dump_json()) < 32_000
+
+
+def test_an_evaluation_publishes_its_report(evaluated: RunResult, example: dict[str, Any]) -> None:
+    assert evaluated.ok and evaluated.drift is not None and evaluated.drift.detected
+    artifacts = _task(example, "evaluate").artifacts_uri
+    assert artifacts is None  # the example's evaluate task has none: the test gave one
+    assert evaluated.report_uri is not None
+    directory = Path(evaluated.report_uri.removeprefix("file://")).parent
+    assert evaluated.report_uri.endswith("/example/evaluations/e-report/report.html")
+    assert evaluation_artifact_uri("file:///x", "example", "e-report").endswith(
+        "/example/evaluations/e-report"
+    )
+    assert sorted(p.name for p in directory.iterdir()) == ["MANIFEST", REPORT_NAME, "result.json"]
+    assert verify_manifest(directory) == evaluated.manifest_sha256
+    page = _parse((directory / REPORT_NAME).read_text())
+    _check_plots(page)
+    titles = " | ".join(page.titles)
+    assert "Drift" in titles and "Per-feature drift scores" in titles
+    drifted = evaluated.drift.drifted_features
+    assert any(f"Feature {name} (drifted): reference vs current" in titles for name in drifted)
+    assert "Latency at batch size 16: model in use" in titles
+    assert "Confusion matrix, model in use" in titles
+
+
+def test_the_report_renders_again_from_result_json_quickly(optimized: RunResult) -> None:
+    started = time.perf_counter()
+    text = report.render(optimized)
+    seconds = time.perf_counter() - started
+    _check_plots(_parse(text))
+    # Cheap enough to write with every run and evaluation (bench/RESULTS.md has the number).
+    assert seconds < 30, seconds
+
+
+def test_chromium_shows_the_reports_plots(
+    optimized: RunResult, evaluated: RunResult, tmp_path: Path
+) -> None:
+    try:
+        binary = chromium.ensure()
+    except chromium.ChromiumUnavailableError as error:
+        pytest.fail(f"headless Chromium unavailable (make devcluster-bin fetches it): {error}")
+    for result in (optimized, evaluated):
+        assert result.report_uri is not None
+        page = Path(result.report_uri.removeprefix("file://"))
+        # The browser decodes every image at its declared size: a test page (with a script;
+        # the report has none) loads the report in a frame and writes what it sees.
+        probe = tmp_path / f"probe-{result.run_id}.html"
+        probe.write_text(
+            "<!DOCTYPE html><html><body><pre id='out'></pre>"
+            f"<iframe id='f' src='{page.as_uri()}' width='1200' height='800'></iframe>"
+            "<script>document.getElementById('f').onload = function () {"
+            "  var d = this.contentDocument; var lines = [];"
+            "  d.querySelectorAll('figure').forEach(function (f) {"
+            "    var i = f.querySelector('img');"
+            "    lines.push([i.complete, i.naturalWidth, i.naturalHeight, i.width, i.height,"
+            "      f.querySelector('figcaption').textContent].join('\\t'));"
+            "  });"
+            "  document.getElementById('out').textContent = lines.join('\\n') || 'none';"
+            "};</script></body></html>"
+        )
+        dom = chromium.dump_dom(probe, binary, allow_file_access=True)
+        rows = [
+            line.split("\t")
+            for line in dom.split('<pre id="out">', 1)[1].split("</pre>", 1)[0].splitlines()
+        ]
+        assert rows and rows != [["none"]], dom[:2000]
+        for complete, natural_w, natural_h, shown_w, shown_h, title in rows:
+            assert complete == "true", title
+            assert (natural_w, natural_h) == (shown_w, shown_h) and int(natural_w) >= 200, title
+        shot = chromium.screenshot(page, tmp_path / f"{result.run_id}.png", (1200, 2400), binary)
+        pixels = mpimg.imread(shot)
+        assert pixels.shape[:2] == (2400, 1200)
+        # Not a blank page: a good share of the pixels is not background white.
+        assert float(np.mean(pixels[..., :3].min(axis=2) < 0.9)) > 0.05
