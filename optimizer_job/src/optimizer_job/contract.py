@@ -441,3 +441,11 @@ def evaluation_artifact_uri(artifacts_uri: str, optimization: str, run_id: str) 
 def report_uri_of(directory_uri: str) -> str:
     """The report beside a run's or evaluation's result."""
     return f"{directory_uri.rstrip('/')}/{REPORT_NAME}"
+
+
+def own_report_uri(reported: str | None, directory_uri: str | None) -> str | None:
+    """``reported`` when it is the report of ``directory_uri`` (the run's or evaluation's own
+    directory); anything else a Job reports is not shown to people as its report."""
+    if not reported or not directory_uri or reported != report_uri_of(directory_uri):
+        return None
+    return reported
