@@ -195,8 +195,17 @@ def feature_score(drift: DriftReport, name: str) -> float:
 
 
 def _figure(draw: Callable[[Figure], None], size: tuple[float, float] = FIGURE_SIZE) -> str:
-    """A figure drawn by ``draw`` as an ``<img>`` (base64 PNG) with its pixel size."""
+    """A figure drawn by ``draw`` as an ``<img>`` (base64 PNG) with its pixel size.
+
+    Margins are fixed (in inches, so labels fit at any figure size) rather than computed by
+    ``tight_layout``, which draws every figure twice: a third of a report's CPU time."""
     figure = plt.figure(figsize=size, dpi=DPI)
+    figure.subplots_adjust(
+        left=min(0.4, 0.75 / size[0]),
+        right=1 - 0.2 / size[0],
+        bottom=min(0.4, 0.55 / size[1]),
+        top=1 - 0.15 / size[1],
+    )
     try:
         draw(figure)
         buffer = io.BytesIO()
@@ -371,7 +380,6 @@ def _speed_plot(speeds: Sequence[SpeedRatio]) -> str:
         axes.set_xlabel("batch size")
         axes.set_ylabel("baseline time / candidate time")
         axes.legend(loc="best")
-        figure.tight_layout()
 
     return plot("Candidate speedup per batch size (95 % interval)", draw)
 
@@ -416,7 +424,7 @@ def _feature_scores_plot(drift: DriftReport, data: ReportData) -> str:
             axes.axvline(threshold, color="#333", linestyle="--", label=f"threshold {threshold}")
             axes.legend(loc="lower right")
         axes.set_xlabel(f"{drift.metric} statistic (red: drifted)")
-        figure.tight_layout()
+        figure.subplots_adjust(left=0.9 / FIGURE_SIZE[0])
 
     what = (
         f"against the threshold {threshold}"
@@ -444,7 +452,6 @@ def _histogram_plot(histogram: FeatureHistogram, drifted: bool) -> str:
             _step_fill(axes, edges, cur_share, CURRENT_COLOUR, "current")
         axes.set_ylabel("share of rows")
         axes.legend(loc="best")
-        figure.tight_layout()
 
     mark = " (drifted)" if drifted else ""
     return plot(f"Feature {histogram.name}{mark}: reference vs current", draw)
@@ -480,7 +487,6 @@ def _latency_plot(batch_size: int, histograms: Sequence[LatencyHistogram]) -> st
         axes.set_xlabel("milliseconds per call (log scale)")
         axes.set_ylabel("share of calls")
         axes.legend(loc="best")
-        figure.tight_layout()
 
     names = " vs ".join(
         "candidate" if h.model == "candidate" else "model in use"
@@ -524,7 +530,6 @@ def _confusion_plot(matrix: ConfusionMatrix) -> str:
                     fontsize=8,
                     color="white" if value > limit else "black",
                 )
-        figure.tight_layout()
 
     accuracy = f"{100 * correct / total:.2f} %" if total else "–"
     return plot(f"Confusion matrix, {name} (accuracy {accuracy})", draw, (side, side))
@@ -553,7 +558,7 @@ def _stages_section(stages: Sequence[StageReport]) -> str:
         axes.barh(positions, [s.seconds for s in stages], color=BASELINE_COLOUR)
         axes.set_yticks(positions, labels)
         axes.set_xlabel("seconds")
-        figure.tight_layout()
+        figure.subplots_adjust(left=1.1 / FIGURE_SIZE[0])
 
     height = max(2.0, 0.8 + 0.4 * len(stages))
     return (
