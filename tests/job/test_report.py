@@ -7,6 +7,7 @@ import io
 import logging
 import struct
 import time
+from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import pytest
 from matplotlib import image as mpimg
 from tests.report_support import check_in_chromium
 
-from devcluster import chromium
+from devcluster import chromium, demo_report
 from optimizer_job import report
 from optimizer_job.contract import (
     REPORT_NAME,
@@ -193,3 +194,51 @@ def test_chromium_shows_the_reports_plots(
             pytest.fail(f"headless Chromium unavailable (make devcluster-bin fetches it): {error}")
         expected = "Candidate speedup" if result.kind == "optimize" else "Per-feature drift"
         assert any(t.startswith(expected) for t in titles), titles
+
+
+def test_chromium_shows_a_demo_report_built_from_real_reports(
+    optimized: RunResult, evaluated: RunResult, tmp_path: Path
+) -> None:
+    """demo-report.html as `make demo` writes it, from this module's real run and evaluation
+    (tests/e2e/test_demo.py does the same with the demo's own cluster)."""
+    assert optimized.report_uri and evaluated.report_uri and evaluated.baseline
+    now = datetime.now(UTC)
+    evaluation = {
+        "id": evaluated.run_id,
+        "time": now.isoformat(),
+        "driftScore": evaluated.drift.score if evaluated.drift else None,
+        "driftDetected": True,
+        "latency": {"p95Ms": evaluated.baseline.latency_ms.get("b16_p95")},
+        "accuracyPercent": 100 * (evaluated.baseline.accuracy or 0),
+        "reportUri": evaluated.report_uri,
+    }
+    before = dict(evaluation, id="e-before", time=(now - timedelta(minutes=5)).isoformat())
+    status = {
+        "runs": [
+            {
+                "id": optimized.run_id,
+                "trigger": "Drift",
+                "outcome": "Promoted",
+                "finishedAt": (now - timedelta(minutes=2)).isoformat(),
+                "reportUri": optimized.report_uri,
+                "gates": [{"name": "AccuracyDrop", "passed": True, "value": -30.0, "limit": 1}],
+            }
+        ],
+        "temporaryFix": {"active": False, "appliedAt": (now - timedelta(minutes=4)).isoformat()},
+    }
+    history = demo_report.DemoHistory(slo_ms=1, latency_batch=16, evaluations=[before, evaluation])
+
+    def resolve(uri: str) -> Path | None:
+        return Path(uri.removeprefix("file://"))
+
+    page = demo_report.write(tmp_path / "demo-report.html", status, history, resolve)
+    titles = check_in_chromium(page, tmp_path / "demo-report.png")
+    assert any(t.startswith("Evaluation history") for t in titles), titles
+    copies = tmp_path / demo_report.REPORTS_FOLDER
+    assert sorted(p.name for p in copies.iterdir()) == [
+        "e-before.html",
+        f"{evaluated.run_id}.html",
+        f"{optimized.run_id}.html",
+    ]
+    titles = check_in_chromium(copies / f"{optimized.run_id}.html", tmp_path / "run.png")
+    assert "Seconds per stage" in titles
