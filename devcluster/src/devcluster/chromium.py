@@ -88,7 +88,9 @@ def ensure() -> Path:
         cached = _installed()  # offline: the copy already there is fine
         if cached is not None:
             return cached / BINARY
-        raise
+        # A fresh machine whose package lists were never fetched (as `make tools` does).
+        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, check=False)
+        version = candidate_version()
     root = CACHE_ROOT / f"chromium-{version.replace('~', '_').replace(':', '_')}"
     if (root / BINARY).is_file():
         return root / BINARY
