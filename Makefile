@@ -38,6 +38,7 @@ tools:
 
 devcluster-bin: venv
 	$(VENV)/bin/devcluster build
+	$(VENV)/bin/devcluster chromium
 
 lint: venv
 	$(VENV)/bin/ruff check .

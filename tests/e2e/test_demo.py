@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.report_support import check_in_chromium
 
+from devcluster import chromium
 from devcluster import demo_manifests as m
 from devcluster.controlplane import Cluster
 
@@ -30,12 +32,27 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(DEMO_TIMEOUT + 300)]
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, str, int]]:
-    state = tmp_path_factory.mktemp("demo") / "state"
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("demo")
+
+
+@pytest.fixture(scope="module")
+def demo(demo_dir: Path) -> Iterator[tuple[Cluster, str, int]]:
+    state = demo_dir / "state"
     cluster = Cluster(state)
+    report = demo_dir / "demo-report.html"
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "devcluster.demo", "--ci", "--state-dir", str(state)],
+            [
+                sys.executable,
+                "-m",
+                "devcluster.demo",
+                "--ci",
+                "--state-dir",
+                str(state),
+                "--report",
+                str(report),
+            ],
             cwd=PROJECT,
             capture_output=True,
             text=True,
@@ -141,3 +158,33 @@ def test_the_cluster_shows_what_the_demo_said(demo: tuple[Cluster, str, int]) ->
     )
     reasons = {e["reason"] for e in events["items"]}
     assert {"TemporaryFixApplied", "TemporaryFixReverted", "Promoted"} <= reasons, reasons
+
+
+def test_the_demo_report_shows_its_plots_in_chromium(
+    demo: tuple[Cluster, str, int], demo_dir: Path
+) -> None:
+    """demo-report.html: the history plot and the runs' reports, as a browser shows them."""
+    cluster, output, code = demo
+    assert code == 0, output[-4000:]
+    page = demo_dir / "demo-report.html"
+    assert f"report with plots: {page}" in output
+    status = _get(cluster, "mo", m.MO_NAME)["status"]
+    runs = status["runs"]
+    assert all(run.get("reportUri", "").endswith(f"/{run['id']}/report.html") for run in runs)
+    assert status["lastEvaluation"]["reportUri"].endswith(
+        f"/evaluations/{status['lastEvaluation']['id']}/report.html"
+    )
+    text = page.read_text()
+    assert "<script" not in text
+    for run in runs:  # each run's own report, copied beside the page and linked
+        assert (demo_dir / "demo-reports" / f"{run['id']}.html").is_file()
+        assert f'href="demo-reports/{run["id"]}.html"' in text
+    try:
+        checked = check_in_chromium(page, demo_dir / "demo-report.png")
+    except chromium.ChromiumUnavailableError as error:
+        pytest.fail(f"headless Chromium unavailable (make devcluster-bin fetches it): {error}")
+    assert any(title.startswith("Evaluation history") for title in checked), checked
+    for run in runs:
+        assert check_in_chromium(
+            demo_dir / "demo-reports" / f"{run['id']}.html", demo_dir / f"{run['id']}.png"
+        )

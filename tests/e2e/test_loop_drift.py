@@ -31,6 +31,7 @@ from loop_support import (
 from operator_process import OperatorProcess, scratch_dir
 
 from devcluster.controlplane import Cluster
+from optimizer_job.manifest import read_manifest, verify_manifest
 
 pytestmark = pytest.mark.e2e
 pytest_plugins = ["operator_fixtures"]
@@ -89,6 +90,10 @@ def test_drift_retrains_promotes_and_rolls_the_serving_pods(
         operator,
     )
     assert calm["lastEvaluation"]["driftDetected"] is False
+    # Its report.html, published with its result under the evaluations folder (issue 18).
+    evaluation_dir = artifacts / NAME / "evaluations" / calm["lastEvaluation"]["id"]
+    assert calm["lastEvaluation"]["reportUri"] == f"file://{evaluation_dir}/report.html"
+    assert "report.html" in read_manifest(evaluation_dir)
     assert condition(calm, "DriftDetected")["status"] == "False"
     assert not calm.get("runs") and not calm.get("activeRun")
 
@@ -128,6 +133,11 @@ def test_drift_retrains_promotes_and_rolls_the_serving_pods(
     assert gates["MaxSlowdown"]["passed"] is True and gates["MaxSlowdown"]["limit"] == 10
     assert "started by Drift: it is judged on accuracy" in gates["MaxSlowdown"]["message"]
     new_model = record["artifactUri"]
+    # The run's report.html is beside its model, in the MANIFEST that names the version.
+    assert record["reportUri"] == f"{new_model}/report.html"
+    run_dir = Path(new_model.removeprefix("file://"))
+    assert "report.html" in read_manifest(run_dir)
+    assert verify_manifest(run_dir) == record["manifestSha256"]
     assert new_model.startswith(f"file://{artifacts}/{NAME}/")
     assert promoted["promoted"]["current"] == new_model
     assert promoted["promoted"]["previous"] == model

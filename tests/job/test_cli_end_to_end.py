@@ -102,6 +102,7 @@ def test_optimize_publishes_a_verified_model_and_a_rerun_changes_nothing(
         "MANIFEST",
         "model.json",
         "model.safetensors",
+        "report.html",
         "result.json",
     ]
     assert sorted(p.name for p in run_dir.parent.iterdir()) == ["r-1"]  # no temporaries left

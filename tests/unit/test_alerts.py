@@ -254,3 +254,49 @@ def test_reference_doc_names_every_metric_and_alert() -> None:
         assert f"`{name}`" in doc, f"docs/metrics.md does not describe {name}"
     for alert in EXPECTED_ALERTS:
         assert f"`{alert}`" in doc, f"docs/metrics.md does not describe {alert}"
+
+
+ON_CALL_QUESTIONS = {
+    "Is it drifting?": {"driftwarden_drift_detected", "driftwarden_drift_score"},
+    "Is it slow? (p95 / SLO)": {
+        "driftwarden_model_latency_seconds",
+        "driftwarden_latency_slo_seconds",
+    },
+    "Is a fix active, and until when?": {
+        "driftwarden_temporary_fix_active",
+        "driftwarden_temporary_fix_expiry_timestamp_seconds",
+    },
+    "What did the last run do?": {"driftwarden_optimization_runs_total"},
+}
+
+
+def test_the_on_call_row_answers_each_question_from_exported_metrics() -> None:
+    """Issue 18: a panel per question an on-call person asks, at the top of the board, each
+    from series the operator exports; the drift, latency and run panels link to the reports
+    (under the `reports` variable: where spec.artifacts.uri is browsable)."""
+    board = json.loads(DASHBOARD.read_text())
+    samples, labels = exported()
+    top = [p for p in board["panels"] if p["gridPos"]["y"] <= 1 and p["type"] != "row"]
+    assert {p["title"] for p in top} == set(ON_CALL_QUESTIONS)
+    for panel in top:
+        names = set().union(*(metric_names(t["expr"]) for t in panel["targets"]))
+        assert names == ON_CALL_QUESTIONS[panel["title"]], panel["title"]
+        assert names <= samples
+        for target in panel["targets"]:
+            assert label_names(target["expr"]) <= labels, target["expr"]
+    links = {
+        p["title"]: [link["url"] for link in p["fieldConfig"]["defaults"].get("links", [])]
+        for p in top
+    }
+    assert links["What did the last run do?"] == ["${reports}/${__field.labels.name}/"]
+    for question in ("Is it drifting?", "Is it slow? (p95 / SLO)"):
+        assert links[question] == ["${reports}/${__field.labels.name}/evaluations/"]
+    assert "reports" in {v["name"] for v in board["templating"]["list"]}
+    # Panels do not overlap: each row of the grid is used once.
+    cells = [
+        (x, y)
+        for p in board["panels"]
+        for x in range(p["gridPos"]["x"], p["gridPos"]["x"] + p["gridPos"]["w"])
+        for y in range(p["gridPos"]["y"], p["gridPos"]["y"] + p["gridPos"]["h"])
+    ]
+    assert len(cells) == len(set(cells))

@@ -1,4 +1,4 @@
-"""`devcluster build | up | down | status | env | faultproxy`: a local Kubernetes."""
+"""`devcluster build | chromium | up | down | status | env | faultproxy`: a local Kubernetes."""
 
 from __future__ import annotations
 
@@ -18,6 +18,17 @@ DEFAULT_STATE_DIR = Path(os.environ.get("DEVCLUSTER_STATE_DIR", ".devcluster"))
 def _cmd_build(_: argparse.Namespace) -> int:
     for name, path in build.ensure_all().items():
         print(f"{name}: {path}")
+    return 0
+
+
+def _cmd_chromium(_: argparse.Namespace) -> int:
+    from devcluster import chromium
+
+    try:
+        print(chromium.ensure())
+    except chromium.ChromiumUnavailableError as error:
+        print(f"chromium: {error}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -97,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("build", help="build the Go binaries into the cache").set_defaults(
         func=_cmd_build
     )
+    sub.add_parser(
+        "chromium", help="fetch Debian's headless Chromium into the cache (report tests)"
+    ).set_defaults(func=_cmd_chromium)
     for name, func, text in (
         ("up", _cmd_up, "start the control plane and a node"),
         ("down", _cmd_down, "stop everything and remove the state"),

@@ -11,7 +11,8 @@ ModelOptimization, and then shows what the operator does on its own:
 2. the data shifts (a Job swaps in new current data, as a pipeline would): the evaluation
    detects drift, a run retrains on the new data, the gates pass and it is promoted.
 
-It ends with a report read from the resource's status. The cluster keeps running so you
+It ends with a report read from the resource's status, in the terminal and as
+demo-report.html in the checkout (``devcluster.demo_report``). The cluster keeps running so you
 can look around; `make demo-down` removes it. `--ci` (or DEMO_FAST=1) runs the same steps
 with less training and shorter intervals.
 """
@@ -25,12 +26,15 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlparse
 
 import yaml
 
 from devcluster import demo_manifests as m
+from devcluster import demo_report
 from devcluster.controlplane import Cluster, ComponentFailedError
 from devcluster.demo_kube import DemoKube, StepTimeoutError, wait_for
 from devcluster.demo_show import (
@@ -56,6 +60,7 @@ DEFAULT_STATE_DIR = REPO_ROOT / ".devcluster"  # where `make demo-down` looks
 MO_FILE = "examples/demo/modeloptimization.yaml"
 SERVING_FILE = "examples/serving/deployment.yaml"
 STORAGE_FILE = "examples/demo/storage.yaml"
+DEMO_REPORT = REPO_ROOT / "demo-report.html"
 # The SLO is this share of the model's median latency measured on this machine: the model
 # breaks it, a model with half the channels (about 2.5x faster) meets it.
 SLO_SHARE_OF_MEDIAN = 0.75
@@ -74,8 +79,10 @@ class DemoFailedError(Exception):
 
 
 class Demo:
-    def __init__(self, cluster: Cluster, pace: m.Pace) -> None:
+    def __init__(self, cluster: Cluster, pace: m.Pace, report_path: Path = DEMO_REPORT) -> None:
         self.cluster = cluster
+        self.report_path = report_path
+        self.fix_reverted_at: datetime | None = None
         self.pace = pace
         self.kube = DemoKube(cluster, m.NAMESPACE)
         self.events = EventLog(self.kube, m.MO_NAME)
@@ -395,6 +402,7 @@ class Demo:
             return status if fix and not fix.get("active") else None
 
         status = self.watch("reverted temporary fix", reverted, self.pace.step_timeout)
+        self.fix_reverted_at = datetime.now(UTC)
         fix_condition = condition(status, "TemporaryFixActive")
         say(
             f"TemporaryFixActive={fix_condition.get('status')} ({fix_condition.get('reason')}): "
@@ -470,11 +478,38 @@ class Demo:
                 "kept for rollback)"
             )
         show_metrics(self.metrics_url, m.MO_NAME)
+        self._write_report(status)
         if self.missing:
             print("\n    NOT SHOWN:", flush=True)
             for line in self.missing:
                 say(f"- {line}")
         self._look_around(failed)
+
+    def _write_report(self, status: Json) -> None:
+        history = demo_report.DemoHistory(
+            slo_ms=self.slo_ms,
+            latency_batch=self.latency_batch,
+            evaluations=list(self.evaluations.values()),
+            fix_reverted_at=self.fix_reverted_at,
+        )
+        path = demo_report.write(self.report_path, status, history, self._local_path)
+        say(f"report with plots: {path.resolve()} (open it in a browser; the runs' and")
+        say(f"evaluations' own reports are copied to {path.parent / demo_report.REPORTS_FOLDER})")
+
+    def _local_path(self, uri: str) -> Path | None:
+        """Where a pvc://ml/... URI of the demo's volume lies on this machine (the
+        devcluster's PersistentVolume is a local directory)."""
+        parsed = urlparse(uri)
+        relative = PurePosixPath(unquote(parsed.path).lstrip("/"))
+        if parsed.scheme != "pvc" or parsed.netloc != m.CLAIM or ".." in relative.parts:
+            return None
+        claim = self.kube.get("pvc", m.CLAIM) or {}
+        volume = (claim.get("spec") or {}).get("volumeName")
+        if not volume:
+            return None
+        pv = json.loads(self.kube.kubectl("get", "pv", volume, "-o", "json"))
+        source = pv["spec"].get("hostPath") or pv["spec"].get("local") or {}
+        return Path(source["path"]) / relative if source.get("path") else None
 
     def _look_around(self, failed: bool) -> None:
         state = self.cluster.state_dir
@@ -556,9 +591,15 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="reduced mode: less training, shorter intervals (also DEMO_FAST=1)",
     )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        default=DEMO_REPORT,
+        help="where to write the HTML report (default: demo-report.html in the checkout)",
+    )
     args = parser.parse_args(argv)
     fast = args.ci or os.environ.get("DEMO_FAST", "") not in ("", "0")
-    return Demo(Cluster(args.state_dir), m.FAST if fast else m.FULL).run()
+    return Demo(Cluster(args.state_dir), m.FAST if fast else m.FULL, args.report).run()
 
 
 if __name__ == "__main__":

@@ -34,6 +34,13 @@ TERMINATION_MESSAGE_LIMIT = 4096
 PVC_MOUNT_ROOT = "/mnt/driftwarden/pvc"
 
 
+# report.html of a run or evaluation sits beside its result.json (optimizer_job.report).
+REPORT_NAME = "report.html"
+REPORT_MAX_BINS = 40
+REPORT_MAX_CLASSES = 20  # a confusion matrix is drawn for at most this many classes
+REPORT_MAX_FEATURES = 6  # histograms of the most drifted features
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -211,6 +218,49 @@ class DriftReport(_Strict):
     warnings: list[str] = Field(default_factory=list)  # e.g. a column compared inexactly
 
 
+class FeatureHistogram(_Strict):
+    """Reference and current rows of one feature, binned alike: numeric features over shared
+    ``edges`` (one more than the counts), categorical ones (few distinct integer values) as
+    one bar per ``categories`` value."""
+
+    name: str
+    kind: Literal["numeric", "categorical"] = "numeric"
+    edges: list[float] = Field(default_factory=list, max_length=REPORT_MAX_BINS + 1)
+    categories: list[str] = Field(default_factory=list, max_length=REPORT_MAX_BINS)
+    reference: list[int] = Field(default_factory=list, max_length=REPORT_MAX_BINS)
+    current: list[int] = Field(default_factory=list, max_length=REPORT_MAX_BINS)
+
+
+class LatencyHistogram(_Strict):
+    """Per-call latencies (ms) of one model at one batch size, binned."""
+
+    model: Literal["baseline", "candidate"]
+    batch_size: int
+    edges: list[float] = Field(default_factory=list, max_length=REPORT_MAX_BINS + 1)
+    counts: list[int] = Field(default_factory=list, max_length=REPORT_MAX_BINS)
+
+
+class ConfusionMatrix(_Strict):
+    """Rows: true class, columns: predicted class, on the holdout."""
+
+    model: Literal["baseline", "candidate"]
+    labels: list[str] = Field(max_length=REPORT_MAX_CLASSES)
+    counts: list[list[int]] = Field(max_length=REPORT_MAX_CLASSES)
+
+
+class ReportData(_Strict):
+    """What report.html plots beyond the metrics: small binned summaries of the raw values
+    (a few KiB), so that the report renders again from result.json alone."""
+
+    drift_threshold: float | None = None
+    alpha: float | None = None
+    drift_histograms: list[FeatureHistogram] = Field(
+        default_factory=list, max_length=REPORT_MAX_FEATURES
+    )
+    latency: list[LatencyHistogram] = Field(default_factory=list, max_length=32)
+    confusion: list[ConfusionMatrix] = Field(default_factory=list, max_length=2)
+
+
 class StageReport(_Strict):
     type: str
     seconds: float
@@ -235,6 +285,9 @@ class RunResult(_Strict):
     stages: list[StageReport] = Field(default_factory=list)
     artifact_uri: str | None = None
     manifest_sha256: str | None = None
+    # <artifact_uri>/report.html: the run's self-contained HTML report (in the MANIFEST).
+    report_uri: str | None = None
+    report_data: ReportData | None = None
 
 
 class CompactResult(_Strict):
@@ -256,6 +309,7 @@ class CompactResult(_Strict):
     drift_top_features: list[str] = Field(default_factory=list)  # multivariate, at most 5
     artifact_uri: str | None = None
     manifest_sha256: str | None = None
+    report_uri: str | None = None
     seconds: float = 0.0
 
     @classmethod
@@ -282,6 +336,7 @@ class CompactResult(_Strict):
             else [],
             artifact_uri=result.artifact_uri,
             manifest_sha256=result.manifest_sha256,
+            report_uri=result.report_uri,
             seconds=result.seconds,
         )
 
@@ -372,3 +427,25 @@ def pvc_claims(uris: list[str | None]) -> list[str]:
 
 def run_artifact_uri(artifacts_uri: str, optimization: str, run_id: str) -> str:
     return f"{artifacts_uri.rstrip('/')}/{optimization}/{run_id}"
+
+
+# Evaluations publish their result.json and report.html (no model) under this folder of
+# the optimization's artifacts: <artifacts_uri>/<optimization>/evaluations/<run_id>/.
+EVALUATIONS_FOLDER = "evaluations"
+
+
+def evaluation_artifact_uri(artifacts_uri: str, optimization: str, run_id: str) -> str:
+    return f"{artifacts_uri.rstrip('/')}/{optimization}/{EVALUATIONS_FOLDER}/{run_id}"
+
+
+def report_uri_of(directory_uri: str) -> str:
+    """The report beside a run's or evaluation's result."""
+    return f"{directory_uri.rstrip('/')}/{REPORT_NAME}"
+
+
+def own_report_uri(reported: str | None, directory_uri: str | None) -> str | None:
+    """``reported`` when it is the report of ``directory_uri`` (the run's or evaluation's own
+    directory); anything else a Job reports is not shown to people as its report."""
+    if not reported or not directory_uri or reported != report_uri_of(directory_uri):
+        return None
+    return reported

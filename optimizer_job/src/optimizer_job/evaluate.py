@@ -18,6 +18,7 @@ import contextlib
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -30,9 +31,18 @@ from optimizer_job.contract import EvaluationSettings, ModelMetrics, SpeedDecisi
 from optimizer_job.dataio import Table
 from optimizer_job.modelio import ONNX_MODULE, WEIGHTS_METADATA, model_dtype, state_tensors
 from optimizer_job.speed import Decision, abba_first, decide, ratio_interval
-from optimizer_job.training import accuracy
+from optimizer_job.training import predict_proba
 
 PERCENTILES = (50, 95, 99)
+
+
+@dataclass
+class MeasureDetails:
+    """What a measurement saw beyond its metrics, for report.html: each model's per-call
+    latencies (ms) by batch size and its predicted classes on the holdout."""
+
+    latencies: list[dict[int, np.ndarray]] = field(default_factory=list)
+    predictions: list[np.ndarray | None] = field(default_factory=list)
 
 
 @contextlib.contextmanager
@@ -46,10 +56,15 @@ def pinned_threads(threads: int) -> Iterator[None]:
 
 
 def measure(
-    model: nn.Module, holdout: Table, device: torch.device, settings: EvaluationSettings
+    model: nn.Module,
+    holdout: Table,
+    device: torch.device,
+    settings: EvaluationSettings,
+    details: MeasureDetails | None = None,
 ) -> ModelMetrics:
-    """Metrics of ``model`` on ``holdout`` (accuracy only when it is labelled)."""
-    return measure_side_by_side([model], holdout, device, settings)[0]
+    """Metrics of ``model`` on ``holdout`` (accuracy only when it is labelled); ``details``,
+    when given, receives its per-call latencies and predictions."""
+    return _measure([model], holdout, device, settings, None, details)[0][0]
 
 
 def measure_side_by_side(
@@ -69,6 +84,7 @@ def measure_pair(
     device: torch.device,
     settings: EvaluationSettings,
     decision: SpeedDecision | None = None,
+    details: MeasureDetails | None = None,
 ) -> tuple[ModelMetrics, ModelMetrics, list[SpeedRatio]]:
     """Metrics of the model in use and a candidate, and at every batch size how much faster
     the candidate is, with its confidence interval (``optimizer_job.speed``).
@@ -78,7 +94,7 @@ def measure_pair(
     ``MAX_ROUNDS_FACTOR`` times the first rounds; what is still undecided then is reported
     as ``inconclusive``.
     """
-    metrics, speed = _measure([baseline, candidate], holdout, device, settings, decision)
+    metrics, speed = _measure([baseline, candidate], holdout, device, settings, decision, details)
     return metrics[0], metrics[1], speed
 
 
@@ -112,15 +128,23 @@ def _measure(
     device: torch.device,
     settings: EvaluationSettings,
     decision: SpeedDecision | None,
+    details: MeasureDetails | None = None,
 ) -> tuple[list[ModelMetrics], list[SpeedRatio]]:
     for model in models:
         model.eval().to(device)
     samples: list[dict[int, list[np.ndarray]]] = [{} for _ in models]
     speed: list[SpeedRatio] = []
     with pinned_threads(settings.threads):
-        scores = [
-            accuracy(model, holdout, device) if holdout.y is not None else None for model in models
-        ]
+        scores: list[float | None] = []
+        predictions: list[np.ndarray | None] = []
+        for model in models:
+            if holdout.y is None:
+                scores.append(None)
+                predictions.append(None)
+                continue
+            predicted = predict_proba(model, holdout.X, device).argmax(axis=1)
+            scores.append(float(np.mean(predicted == holdout.y)))
+            predictions.append(predicted)
         for batch_size in settings.latency_batch_sizes:
             rows = batch_rows(holdout.X, batch_size)
             slowest = 0.0
@@ -166,6 +190,12 @@ def _measure(
         )
         for model, score, model_samples in zip(models, scores, samples, strict=True)
     ]
+    if details is not None:
+        details.latencies = [
+            {batch: np.concatenate(parts) for batch, parts in model_samples.items()}
+            for model_samples in samples
+        ]
+        details.predictions = predictions
     return metrics, speed
 
 

@@ -31,19 +31,26 @@ from pydantic import ValidationError
 from torch import nn
 
 from optimizer_job import dataio, distributed, hf, memory, storage
+from optimizer_job import report as report_module
 from optimizer_job.contract import (
+    REPORT_NAME,
     BadInputError,
+    ConfusionMatrix,
     DriftReport,
+    FeatureHistogram,
     ModelMetrics,
+    ReportData,
     RunResult,
     StageReport,
     Task,
+    evaluation_artifact_uri,
     is_s3_uri,
+    report_uri_of,
     run_artifact_uri,
 )
 from optimizer_job.dataio import Table
-from optimizer_job.evaluate import measure, measure_pair
-from optimizer_job.manifest import ManifestError, verify_manifest
+from optimizer_job.evaluate import MeasureDetails, measure, measure_pair
+from optimizer_job.manifest import ManifestError, verify_manifest, write_manifest
 from optimizer_job.modelio import LoadedModel, load_model, save_model
 from optimizer_job.progress import get_logger
 from optimizer_job.publish import RunDirectoryExistsError, publish_run_directory
@@ -197,11 +204,12 @@ def evaluate_task(
         raise BadInputError("evaluate needs data.holdout or data.current")
     notes["metrics_on"] = name
     stage_started = time.perf_counter()
-    metrics = measure(model, table, device, task.evaluation)
+    details = MeasureDetails()
+    metrics = measure(model, table, device, task.evaluation, details)
     log.info("evaluate: %s", _summary(metrics))
-    drift, drift_notes = measure_drift(task, inputs, device, log)
+    drift, drift_notes, histograms = measure_drift(task, inputs, device, log)
     notes.update(drift_notes)
-    return RunResult(
+    result = RunResult(
         kind="evaluate",
         run_id=task.run_id,
         ok=True,
@@ -216,7 +224,81 @@ def evaluate_task(
                 notes=notes,
             )
         ],
+        report_data=report_data(task, details, table, inputs.loaded.num_classes, histograms),
     )
+    return publish_evaluation(task, result, log)
+
+
+def report_data(
+    task: Task,
+    details: MeasureDetails,
+    holdout: Table,
+    classes: int | None,
+    histograms: list[FeatureHistogram],
+) -> ReportData:
+    """The binned summaries report.html plots (``optimizer_job.report``)."""
+    models = ("baseline", "candidate")
+    confusion: list[ConfusionMatrix] = []
+    for model, predicted in zip(models, details.predictions, strict=False):
+        if predicted is None or holdout.y is None:
+            continue
+        count = classes or int(max(holdout.y.max(initial=0), predicted.max(initial=0))) + 1
+        matrix = report_module.confusion_matrix(model, holdout.y, predicted, count)
+        if matrix is not None:
+            confusion.append(matrix)
+    return ReportData(
+        drift_threshold=_decimal(task.evaluation.drift_threshold, "driftThreshold"),
+        alpha=_decimal(task.evaluation.alpha, "alpha"),
+        drift_histograms=histograms,
+        latency=report_module.latency_histograms(
+            dict(zip(models, details.latencies, strict=False))
+        ),
+        confusion=confusion,
+    )
+
+
+def write_report(directory: Path, result: RunResult, task: Task, log: logging.Logger) -> str:
+    """report.html into a run or evaluation directory being built, then its MANIFEST
+    again so that the report is listed; returns the MANIFEST's sha256."""
+    started = time.perf_counter()
+    text = report_module.render(result, optimization=f"{task.namespace}/{task.optimization}")
+    (directory / REPORT_NAME).write_text(text, encoding="utf-8")
+    log.info(
+        "report: %s (%d KiB) in %.2fs",
+        REPORT_NAME,
+        len(text.encode()) // 1024,
+        time.perf_counter() - started,
+    )
+    return write_manifest(directory)
+
+
+def publish_evaluation(task: Task, result: RunResult, log: logging.Logger) -> RunResult:
+    """An evaluation with an artifacts root publishes result.json and report.html under
+    ``<artifacts>/<optimization>/evaluations/<run_id>/`` (atomically, never replaced, the
+    report in the MANIFEST). A report that cannot be written is logged, not fatal: the
+    evaluation's measurements stand without it."""
+    if not task.artifacts_uri:
+        return result
+    uri = evaluation_artifact_uri(task.artifacts_uri, task.optimization, task.run_id)
+
+    def build(directory: Path) -> RunResult:
+        published = result.model_copy(update={"report_uri": report_uri_of(uri)})
+        digest = write_report(directory, published, task, log)
+        published = published.model_copy(update={"manifest_sha256": digest})
+        (directory / RESULT_NAME).write_text(published.model_dump_json(indent=2) + "\n")
+        return published
+
+    try:
+        recorded = recorded_at(uri, task.run_id)
+        if recorded is not None:
+            return recorded
+        return storage.publish(build, uri, publish_run_directory)
+    except (RunDirectoryExistsError, storage.PrefixExistsError):
+        recorded = recorded_at(uri, task.run_id)
+        return recorded if recorded is not None else result
+    except Exception as error:  # the report is an extra: never fail the evaluation on it
+        log.warning("evaluation report not published at %s: %s", uri, error)
+        return result
 
 
 def _sample(x: np.ndarray, rows: int, seed: int) -> np.ndarray:
@@ -227,18 +309,19 @@ def _sample(x: np.ndarray, rows: int, seed: int) -> np.ndarray:
 
 def measure_drift(
     task: Task, inputs: Inputs, device: torch.device, log: logging.Logger
-) -> tuple[DriftReport | None, Notes]:
-    """Feature drift of current vs reference and the p-value of prediction drift."""
+) -> tuple[DriftReport | None, Notes, list[FeatureHistogram]]:
+    """Feature drift of current vs reference, the p-value of prediction drift, and the
+    histograms of the most drifted features (for report.html)."""
     if inputs.reference is None or inputs.current is None:
-        return None, {"drift": "skipped: needs data.reference and data.current"}
+        return None, {"drift": "skipped: needs data.reference and data.current"}, []
     try:
         from optimizer_job import drift as drift_module
     except ImportError as error:
-        return None, {"drift": f"skipped: drift statistics unavailable ({error})"}
+        return None, {"drift": f"skipped: drift statistics unavailable ({error})"}, []
     compare = getattr(drift_module, "compare", None)
     prediction_drift = getattr(drift_module, "prediction_drift", None)
     if compare is None:
-        return None, {"drift": "skipped: drift statistics unavailable (no drift.compare)"}
+        return None, {"drift": "skipped: drift statistics unavailable (no drift.compare)"}, []
     alpha = _decimal(task.evaluation.alpha, "alpha")
     threshold = _decimal(task.evaluation.drift_threshold, "driftThreshold")
     reference, names = dataio.flat_features(inputs.reference)
@@ -287,7 +370,8 @@ def measure_drift(
         len(names),
         report.prediction_drift_p,
     )
-    return report, notes
+    histograms = report_module.feature_histograms(reference, current, names, report)
+    return report, notes, histograms
 
 
 TRANSFORMERS_FACTORIES = frozenset({hf.SEQUENCE_FACTORY, hf.IMAGE_FACTORY})
@@ -506,14 +590,13 @@ def optimize_task(
     }
 
     def build(directory: Path) -> RunResult:
-        digest = save_model(
-            model, ctx.factory, ctx.kwargs, directory, extra_meta, copy_files=copy_files
-        )
+        save_model(model, ctx.factory, ctx.kwargs, directory, extra_meta, copy_files=copy_files)
         # Measure what was written, as a reader will load it, side by side with the
         # model in use: the gates compare these two.
         written = load_model(directory).module
+        details = MeasureDetails()
         paired_baseline, candidate, speed = measure_pair(
-            loaded.module, written, holdout, device, task.evaluation, task.speed_decision
+            loaded.module, written, holdout, device, task.evaluation, task.speed_decision, details
         )
         log.info("baseline (side by side): %s", _summary(paired_baseline))
         log.info("candidate (side by side): %s", _summary(candidate))
@@ -538,8 +621,12 @@ def optimize_task(
             speed=speed,
             stages=reports,
             artifact_uri=artifact_uri,
-            manifest_sha256=digest,
+            report_uri=report_uri_of(artifact_uri),
+            report_data=report_data(task, details, holdout, loaded.num_classes, []),
         )
+        # The report goes into the MANIFEST: the digest that names this version covers it.
+        digest = write_report(directory, result, task, log)
+        result = result.model_copy(update={"manifest_sha256": digest})
         (directory / RESULT_NAME).write_text(result.model_dump_json(indent=2) + "\n")
         return result
 

@@ -90,6 +90,8 @@ class Evaluation(StatusModel):
     latency: LatencySummary | None = None
     accuracy_percent: float | None = None
     message: Text | None = None
+    # The evaluation's report.html (<artifacts>/<name>/evaluations/<id>/report.html).
+    report_uri: Uri | None = None
 
 
 class ActiveEvaluation(StatusModel):
@@ -159,6 +161,8 @@ class RunRecord(StatusModel):
     gates: Annotated[list[GateResult], Field(max_length=8)] = Field(default_factory=list)
     artifact_uri: Uri | None = None
     manifest_sha256: Sha256 | None = None
+    # The run's report.html, beside its result (listed in its MANIFEST).
+    report_uri: Uri | None = None
     message: Text | None = None
 
 

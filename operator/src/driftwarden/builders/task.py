@@ -40,7 +40,9 @@ def build_task(
         model_uri=model_uri or spec.model.uri,
         data=data_refs(spec),
         stages=to_contract_stages(spec) if kind == "optimize" else [],
-        artifacts_uri=spec.artifacts.uri if kind == "optimize" else None,
+        # An evaluation writes its result.json and report.html (no model) under
+        # <artifacts>/<name>/evaluations/<run-id>/ (contract.evaluation_artifact_uri).
+        artifacts_uri=spec.artifacts.uri,
         evaluation=evaluation_settings(spec),
         seed=seed_for(run_id),
         # Without a GPU the Job must not pick one up by accident on a GPU node; with one,

@@ -90,7 +90,7 @@ class Evaluations(LoopStep):
         result = outcome.result
         previous = self.status.last_evaluation
         if outcome.phase == "Succeeded" and result is not None and result.ok:
-            self._record_evaluation(active, started, model_uri, result)
+            self._record_evaluation(active, started, model_uri, result, _report_uri(job, result))
         else:
             self._record_failed_evaluation(active, started, model_uri, outcome)
         assert self.status.last_evaluation is not None
@@ -102,6 +102,7 @@ class Evaluations(LoopStep):
         started: datetime,
         model_uri: str,
         result: contract.CompactResult,
+        report_uri: str | None = None,
     ) -> None:
         spec, status = self.spec, self.status
         metrics = result.baseline or contract.ModelMetrics()
@@ -129,6 +130,7 @@ class Evaluations(LoopStep):
             message=(
                 f"Serving latency: {latency_error.message}" if latency_error is not None else None
             ),
+            report_uri=report_uri,
         )
         status.last_evaluation = evaluation
         if insufficient is None:
@@ -459,6 +461,19 @@ def _test_verdicts(
         f"A feature's KS test rejects at alpha {alpha} after correction (mean KS {score:.4g})",
         f"No feature's KS test rejects at alpha {alpha} after correction (mean KS {score:.4g}).",
     )
+
+
+def _report_uri(job: Json, result: contract.CompactResult) -> str | None:
+    """The evaluation's report, when the Job reported the one under its own evaluation
+    directory (from the task the operator wrote into the Job, not from the current spec)."""
+    try:
+        task = _task_of(job)
+    except (ValueError, KeyError):
+        return None
+    if not task.artifacts_uri:
+        return None
+    directory = contract.evaluation_artifact_uri(task.artifacts_uri, task.optimization, task.run_id)
+    return contract.own_report_uri(result.report_uri, directory)
 
 
 def _task_of(job: Json) -> contract.Task:

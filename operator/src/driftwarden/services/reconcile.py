@@ -574,6 +574,9 @@ class ReconcilePass:
             speed=_speed(result),
             artifact_uri=result.artifact_uri if result else None,
             manifest_sha256=result.manifest_sha256 if result else None,
+            report_uri=contract.own_report_uri(result.report_uri, result.artifact_uri)
+            if result
+            else None,
             message=(f"{outcome.reason}: {message}" if not succeeded else message) or None,
         )
         if succeeded and result is not None and self.loop is not None:
