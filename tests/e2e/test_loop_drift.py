@@ -123,7 +123,11 @@ def test_drift_retrains_promotes_and_rolls_the_serving_pods(
         lambda s: bool(s.get("promoted")),
         operator,
     )
-    (record,) = promoted["runs"]
+    # On a busy machine the speed gate of a first run may be inconclusive (issue 19): that
+    # run is not promoted and the drift episode stays open, so a second run follows.
+    (record,) = [r for r in promoted["runs"] if r["id"] == promoted["promoted"]["runId"]]
+    earlier = promoted["runs"][: promoted["runs"].index(record)]
+    assert all(r["outcome"] != "Promoted" for r in earlier), earlier
     assert record["outcome"] == "Promoted"
     assert record["candidate"]["accuracyPercent"] > record["baseline"]["accuracyPercent"]
     gates = {g["name"]: g for g in record["gates"]}
@@ -166,7 +170,8 @@ def test_drift_retrains_promotes_and_rolls_the_serving_pods(
         operator,
     )
     assert after["promoted"]["current"] == new_model
-    assert len(after["runs"]) == 1
+    # The promoted model is kept and no run follows the promotion.
+    assert [r["id"] for r in after["runs"]] == [r["id"] for r in promoted["runs"]]
 
     text = describe(devcluster, namespace, NAME)
     reasons = event_reasons(devcluster, namespace, NAME)

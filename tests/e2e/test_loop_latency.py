@@ -258,6 +258,8 @@ def test_an_expired_fix_is_reverted_and_not_applied_again_during_the_same_breach
         NAME,
         lambda s: evaluated_since(s, expired, 2),
         operator,
+        # Each evaluation measures the wide CNN; under load one takes minutes.
+        timeout=600,
     )
     assert condition(later, "LatencyWithinSLO")["status"] == "False"
     assert condition(later, "TemporaryFixActive")["reason"] == "FixExpired"
