@@ -28,7 +28,6 @@ Json = dict[str, Any]
 
 REQUEST_TIMEOUT: Final = 30.0
 # Accept header of a metadata-only read (PartialObjectMetadata): no data, no spec.
-METADATA_ONLY: Final = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 MERGE_PATCH: Final = "application/merge-patch+json"
 
 
@@ -241,20 +240,6 @@ class Kube:
             return self._call(self._core.read_namespaced_persistent_volume_claim, name, namespace)
         except NotFoundError:
             return None
-
-    def secret_exists(self, namespace: str, name: str) -> bool:
-        """Whether a Secret exists, read as metadata only: its data never reaches the
-        operator (the Jobs get it through secretKeyRef)."""
-        try:
-            self._call(
-                self._core.read_namespaced_secret,
-                name,
-                namespace,
-                _headers={"Accept": METADATA_ONLY},
-            )
-        except NotFoundError:
-            return False
-        return True
 
     # -- Events ----------------------------------------------------------------------
 
