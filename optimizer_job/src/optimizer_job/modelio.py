@@ -147,6 +147,8 @@ def save_model(
             onnx_meta["input"] = given
         if num_classes is not None:
             onnx_meta["num_classes"] = num_classes
+        for path in copy_files or []:  # a tokenizer: evaluations and serving of text need it
+            shutil.copyfile(path, directory / path.name)
         onnx_module.save(model, directory, onnx_meta)
         return write_manifest(directory)
     for path in copy_files or []:
