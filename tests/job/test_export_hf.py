@@ -162,14 +162,21 @@ def test_ort_int8_of_a_bert_keeps_its_inputs_and_accuracy(
     data = onnxmodel.quantize(fp32.data, mode, calibration, fp32.feed)  # type: ignore[arg-type]
     int8 = onnxmodel.OnnxModule(data, feed=fp32.feed)
     assert int8.input_names == TEXT_INPUTS
-    assert fp32.size_bytes / int8.size_bytes >= 1.5
-    ops = {node.op_type for node in onnxmodel.onnx.load_model_from_string(data).graph.node}
+    assert [i["shape"] for i in int8.info["inputs"]] == [["batch", "sequence"]] * 3
+    graph = onnxmodel.onnx.load_model_from_string(data).graph
+    ops = {node.op_type for node in graph.node}
     if mode == "static-int8":
         assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     else:
         assert "DynamicQuantizeLinear" in ops or "MatMulInteger" in ops
-    fp32_accuracy = training.accuracy(fp32, inputs.holdout, CPU)
-    assert training.accuracy(int8, inputs.holdout, CPU) >= fp32_accuracy - 0.05
+    int8_weights = [t for t in graph.initializer if t.data_type == onnxmodel.onnx.TensorProto.INT8]
+    assert len(int8_weights) >= 8  # the encoder's Linear layers (2 layers x Q, K, V, out, MLP)
+    # The example's BERT has random weights: its accuracy is chance, so what is compared is
+    # that int8 predicts like fp32 (the trained ViT below compares accuracy).
+    x = torch.from_numpy(inputs.holdout.X)
+    with torch.inference_mode():
+        agree = (int8(x).argmax(1) == fp32(x).argmax(1)).float().mean().item()
+    assert agree >= 0.8, agree
 
 
 def _image_ctx() -> StageContext:

@@ -232,7 +232,8 @@ def load_model(directory: Path | str, *, verify: bool = True) -> LoadedModel:
 
         if verify and onnxmodel.ONNX_NAME not in read_manifest(directory):
             raise ManifestError(f"{directory}: {onnxmodel.ONNX_NAME} is not listed in MANIFEST")
-        return LoadedModel(module=onnxmodel.load(directory, meta).eval(), meta=meta)
+        module = onnxmodel.load(directory, meta).eval()
+        return LoadedModel(module=module, meta=meta, directory=directory)  # its tokenizer
     if verify and WEIGHTS_NAME not in read_manifest(directory):
         raise ManifestError(f"{directory}: {WEIGHTS_NAME} is not listed in MANIFEST")
     if not isinstance(meta, dict) or "factory" not in meta:

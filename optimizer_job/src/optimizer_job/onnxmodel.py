@@ -459,7 +459,11 @@ def quantize(
         source, prepared, target = work / "fp32.onnx", work / "prepared.onnx", work / "int8.onnx"
         source.write_bytes(data)
         # Shape inference and graph fusions first, as ORT's quantization guide advises.
-        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
+        # ORT's symbolic shape inference does not complete on the exporter's Transformers
+        # graphs (and then leaves a file in the working directory): ONNX's own shape
+        # inference is used for them.
+        text = feed is not None and feed.kind == "text"
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=text)
         if mode == "dynamic-int8":
             quantize_dynamic(
                 str(prepared),
