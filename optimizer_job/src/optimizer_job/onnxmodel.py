@@ -463,6 +463,12 @@ def quantize(
         # graphs (and then leaves a file in the working directory): ONNX's own shape
         # inference is used for them.
         text = feed is not None and feed.kind == "text"
+        if text:
+            # The exporter's intermediate shapes of such a graph disagree with what ONNX's
+            # shape inference derives later in quantize_dynamic: it infers them afresh.
+            proto = onnx.load_model_from_string(data)
+            del proto.graph.value_info[:]
+            source.write_bytes(proto.SerializeToString())
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=text)
         if mode == "dynamic-int8":
             quantize_dynamic(
