@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One prepared run for an accelerator machine (issue 4, section 5): the CUDA tests of the
 # prune / distill / quantize stages and the export stage (tests/gpu/test_onnx_cuda.py: a
-# GPU-trained model exported and verified; the ORT CUDA execution provider where the
-# installed onnxruntime wheel has it), then the pruning and quantization benchmarks on the GPU,
+# GPU-trained model exported and verified; a Hugging Face BERT on the GPU exported with its
+# token inputs and ORT dynamic int8; the ORT CUDA execution provider where the installed
+# onnxruntime wheel has it - the locked wheel is the CPU one), then the pruning and quantization benchmarks on the GPU,
 # then (issue 17) data-parallel retraining on NCCL: DDP on 1 GPU and on every GPU the machine
 # has (one rank per GPU; NCCL refuses two ranks on one device), wall time vs 1 rank.
 # Run from the repository root:
@@ -12,7 +13,7 @@
 # It needs a Python with torch (CUDA), numpy, scikit-learn, safetensors, pyarrow, pytest and
 # pytest-timeout, plus this project's pure-Python needs: pydantic (+ pydantic-core,
 # annotated-types, typing-inspection), torch-pruning, threadpoolctl, onnx, onnxscript (+ onnx-ir,
-# ml-dtypes) and onnxruntime. The project's .venv is
+# ml-dtypes), onnxruntime and (for the Hugging Face export test) transformers + tokenizers. The project's .venv is
 # used when it works; otherwise python3, with wheels from .whl/ (if present) installed into
 # /tmp/site without network. torchao is optional: the quantization bench reports its
 # candidates as unavailable without it. Budget: about 8 minutes on one GPU.

@@ -284,7 +284,38 @@ def wait_serving(
             return pods[0]
         return None
 
-    return wait_for(f"a Pod of {app} serving {model_uri}", check, 300, operator, interval=2)
+    try:
+        return wait_for(f"a Pod of {app} serving {model_uri}", check, 300, operator, interval=2)
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n{describe_pods(devcluster, namespace, app)}") from None
+
+
+def describe_pods(devcluster: Cluster, namespace: str, app: str) -> str:
+    """What the node agent said of an app's Pods: phase, conditions, container states and
+    the Pods' events (a failed wait shows why the Pod never became ready)."""
+    found = get_json(devcluster, "pods", "-n", namespace, "-l", f"app.kubernetes.io/name={app}")
+    lines = []
+    for pod in found["items"]:
+        status = pod.get("status") or {}
+        conditions = {c["type"]: c["status"] for c in status.get("conditions") or []}
+        containers = [
+            {k: c.get(k) for k in ("name", "ready", "restartCount", "state", "lastState")}
+            for c in status.get("containerStatuses") or []
+        ]
+        lines.append(
+            f"pod {pod['metadata']['name']} "
+            f"deleting={bool(pod['metadata'].get('deletionTimestamp'))} "
+            f"phase={status.get('phase')} conditions={conditions} containers={containers}"
+        )
+    events = get_json(devcluster, "events", "-n", namespace)
+    for event in events["items"]:
+        involved = event.get("involvedObject") or {}
+        if involved.get("kind") == "Pod" and str(involved.get("name", "")).startswith(app):
+            lines.append(
+                f"event {involved.get('name')} {event.get('reason')} x{event.get('count', 1)}: "
+                f"{event.get('message')}"
+            )
+    return "\n".join(lines)
 
 
 def metric(text: str, name: str, labels: dict[str, str]) -> float | None:

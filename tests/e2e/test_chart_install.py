@@ -331,12 +331,13 @@ def test_service_account_rights_are_the_least_that_work(
         ("list", "pods", "-n", watched),
         ("get", "persistentvolumeclaims", "-n", watched),
         ("watch", "persistentvolumeclaims", "-n", watched),  # claims waited for wake a pass
-        ("get", "secrets", "-n", watched),  # spec.storage.secretRef exists (metadata only)
         ("patch", "deployments.apps", "-n", watched),
         ("create", "events", "-n", watched),
     ]
     refused = [
-        ("list", "secrets", "-n", watched),  # one named Secret's metadata, nothing more
+        # No right on Secrets: a missing spec.storage.secretRef shows in the Job's Pod.
+        ("get", "secrets", "-n", watched),
+        ("list", "secrets", "-n", watched),
         ("watch", "secrets", "-n", watched),
         # Nothing the code never calls (driftwarden.k8s; measured by the audit log test).
         ("get", "pods", "--subresource=log", "-n", watched),
@@ -537,9 +538,6 @@ NOT_EXERCISED_HERE = {
     ("get", "", "persistentvolumeclaims", ""): "pvc:// URIs: read only without the watch",
     ("get", "apps", "deployments", ""): "spec.target: promotion, temporary fix",
     ("patch", "apps", "deployments", ""): "spec.target: promotion, temporary fix",
-    # The scenario's resource names no spec.storage.secretRef (s3:// storage):
-    # tests/e2e/test_bring_your_model.py exercises the MissingSecret check.
-    ("get", "", "secrets", ""): "spec.storage.secretRef exists before a run",
     # The scenario runs one pod per Job: job.workers > 1 (tests/e2e/test_distributed_runs.py)
     # creates, or after a crash reads and adopts, the headless Service of a gang.
     ("create", "", "services", ""): "job.workers > 1: the gang's headless Service",

@@ -86,3 +86,37 @@ def test_the_cuda_execution_provider_reproduces_pytorch() -> None:
     onnx_model = onnxmodel.OnnxModule(onnxmodel.export(model, onnxmodel.signature_for([64], rows)))
     assert onnx_model.execution_provider == "CUDAExecutionProvider"
     assert onnxmodel.compare(model, onnx_model, rows).max_abs_diff <= onnxmodel.VERIFY_TOLERANCE
+
+
+def test_a_hugging_face_bert_on_cuda_exports_with_its_token_inputs() -> None:
+    """A Transformers sequence classifier on the GPU exports as input_ids / attention_mask /
+    token_type_ids (dynamic batch and sequence), verified against PyTorch; on the CUDA
+    execution provider where the wheel has it."""
+    from optimizer_job import hf
+    from optimizer_job.example_hf import tiny_bert
+
+    torch.manual_seed(0)
+    model = hf.SequenceClassifier(tiny_bert(200, 0)).to(CUDA).eval()
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, 200, (96, 24))
+    ids[:, 18:] = 0  # padding
+    x, y = ids.astype(np.float32), rng.integers(0, 2, 96)
+    ctx = StageContext(
+        device=CUDA,
+        seed=0,
+        train=Table(x[:64], y[:64], []),
+        validation=Table(x[64:80], y[64:80], []),
+        holdout=Table(x[80:], y[80:], []),
+        log=logging.getLogger("test_onnx_cuda"),
+        factory=hf.SEQUENCE_FACTORY,
+        kwargs={"config": model.model.config.to_dict()},
+    )
+    outcome = apply_stage(ExportStage(quantize="dynamic-int8"), model, ctx)
+    assert outcome.notes["inputs"] == "input_ids,attention_mask,token_type_ids"
+    assert float(outcome.notes["verify_max_abs_diff"]) <= onnxmodel.VERIFY_TOLERANCE
+    exported = outcome.model
+    assert isinstance(exported, onnxmodel.OnnxModule)
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        assert exported.execution_provider == "CUDAExecutionProvider"
+    assert ctx.holdout is not None
+    assert 0 <= training.accuracy(exported, ctx.holdout, CUDA) <= 1

@@ -22,6 +22,7 @@ from optimizer_job.contract import (
     pvc_claims,
     resolve_uri,
     run_artifact_uri,
+    storage_environment,
 )
 
 pytestmark = pytest.mark.unit
@@ -142,3 +143,18 @@ def test_resolve_uri_refuses_a_symbolic_link_out_of_the_claim(tmp_path: Path) ->
     assert resolve_uri("pvc://claim/new/run", pvc_root=str(tmp_path)) == claim / "new" / "run"
     with pytest.raises(BadInputError, match="outside its claim"):
         resolve_uri("pvc://claim/escape/passwd", pvc_root=str(tmp_path))
+
+
+def test_the_storage_secret_keys_come_back_from_their_prefix_and_nothing_else_does() -> None:
+    env = {
+        "DRIFTWARDEN_STORAGE_AWS_ACCESS_KEY_ID": "from-secret",
+        "DRIFTWARDEN_STORAGE_AWS_REGION": "eu-west-1",
+        "DRIFTWARDEN_STORAGE_LD_PRELOAD": "/tmp/evil.so",
+        "AWS_ACCESS_KEY_ID": "from-pod",
+        "AWS_ENDPOINT_URL": "http://s3.local",
+    }
+    merged = storage_environment(env)
+    assert merged["AWS_ACCESS_KEY_ID"] == "from-secret"  # the spec's Secret wins
+    assert merged["AWS_REGION"] == "eu-west-1"
+    assert merged["AWS_ENDPOINT_URL"] == "http://s3.local"  # a serving Pod's own env
+    assert "LD_PRELOAD" not in merged

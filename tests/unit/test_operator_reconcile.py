@@ -87,7 +87,6 @@ class FakeKube:
         self.configmaps: dict[str, Json] = {}
         self.pods: dict[str, list[Json]] = {}
         self.pvcs: set[str] = set()
-        self.secrets: set[str] = set()
         self.events: list[tuple[str, str, str]] = []
         self.status_patches = 0
         self.conflicts_to_inject = 0
@@ -149,9 +148,6 @@ class FakeKube:
 
     def get_pvc(self, namespace: str, name: str) -> Json | None:
         return {"metadata": {"name": name}} if name in self.pvcs else None
-
-    def secret_exists(self, namespace: str, name: str) -> bool:
-        return name in self.secrets
 
     def post_event(self, involved: Json, *, type_: str, reason: str, message: str) -> None:
         self.events.append((type_, reason, message))
@@ -342,9 +338,20 @@ def test_a_missing_claim_blocks_the_run_with_one_event(metrics: OperatorMetrics)
     assert {"name": "pvc-models", "persistentVolumeClaim": {"claimName": "models"}} in volumes
 
 
-def test_a_missing_storage_secret_blocks_the_run_then_reaches_the_job_by_reference(
+def _pod_state(job_name: str, state: Json) -> list[Json]:
+    return [
+        {
+            "metadata": {"name": f"{job_name}-x", "creationTimestamp": "2026-01-01T10:00:01Z"},
+            "status": {"containerStatuses": [{"name": "optimizer", "state": state}]},
+        }
+    ]
+
+
+def test_a_missing_storage_secret_is_read_from_the_job_pod_without_secret_rights(
     metrics: OperatorMetrics,
 ) -> None:
+    # FakeKube has no call that reads a Secret: the operator must not need one.
+    assert not any("secret" in name for name in dir(FakeKube))
     fake = FakeKube(
         spec(
             model={"uri": "s3://models/digits/v1"},
@@ -353,19 +360,38 @@ def test_a_missing_storage_secret_blocks_the_run_then_reaches_the_job_by_referen
         )
     )
     status = run_pass(fake, metrics)
+    container = fake.jobs[JOB_1]["spec"]["template"]["spec"]["containers"][0]
+    # The Secret reaches the Job whole, prefixed, by reference; not optional, so a missing
+    # one holds the Pod in CreateContainerConfigError.
+    assert container["envFrom"] == [
+        {"prefix": "DRIFTWARDEN_STORAGE_", "secretRef": {"name": "s3-creds", "optional": False}}
+    ]
+    assert not any(e["name"].startswith("AWS_") for e in container["env"])
+    assert conditions(status)["Ready"] == ("True", "Ready")
+
+    # Another Secret's or a ConfigMap's absence is not this one's.
+    for message in ('secret "other" not found', 'configmap "s3-creds" not found'):
+        waiting = {"reason": "CreateContainerConfigError", "message": message}
+        fake.pods[JOB_1] = _pod_state(JOB_1, {"waiting": waiting})
+        assert conditions(run_pass(fake, metrics))["Ready"] == ("True", "Ready")
+
+    waiting = {"reason": "CreateContainerConfigError", "message": 'secret "s3-creds" not found'}
+    fake.pods[JOB_1] = _pod_state(JOB_1, {"waiting": waiting})
+    status = run_pass(fake, metrics)
     assert conditions(status)["Ready"] == ("False", "MissingSecret")
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert "s3-creds" in ready["message"] and "spec.storage.secretRef" in ready["message"]
-    assert fake.jobs == {}
-    fake.secrets.add("s3-creds")
+    assert "waits until it exists" in ready["message"]
+    assert [e[1] for e in fake.events].count("MissingSecret") == 1
+    run_pass(fake, metrics)
+    assert [e[1] for e in fake.events].count("MissingSecret") == 1
+    assert list(fake.jobs) == [JOB_1]  # the run waits in its Job; nothing is re-created
+
+    # The Secret is created: the kubelet starts the container, the run goes on.
+    fake.pods[JOB_1] = _pod_state(JOB_1, {"running": {"startedAt": "2026-01-01T10:01:00Z"}})
     status = run_pass(fake, metrics)
     assert conditions(status)["Ready"] == ("True", "Ready")
-    env = fake.jobs[JOB_1]["spec"]["template"]["spec"]["containers"][0]["env"]
-    by_name = {e["name"]: e for e in env}
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION"):
-        ref = by_name[key]["valueFrom"]["secretKeyRef"]
-        assert ref == {"name": "s3-creds", "key": key, "optional": True}
-        assert "value" not in by_name[key]
+    assert conditions(status)["Optimizing"] == ("True", "RunInProgress")
 
 
 def test_suspended_resources_start_nothing(metrics: OperatorMetrics) -> None:

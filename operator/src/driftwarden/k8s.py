@@ -28,7 +28,6 @@ Json = dict[str, Any]
 
 REQUEST_TIMEOUT: Final = 30.0
 # Accept header of a metadata-only read (PartialObjectMetadata): no data, no spec.
-METADATA_ONLY: Final = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 MERGE_PATCH: Final = "application/merge-patch+json"
 
 
@@ -272,15 +271,6 @@ class Kube:
             return self._call("GET", _core_path(namespace, "persistentvolumeclaims", name))
         except NotFoundError:
             return None
-
-    def secret_exists(self, namespace: str, name: str) -> bool:
-        """Whether a Secret exists, read as metadata only: its data never reaches the
-        operator (the Jobs get it through secretKeyRef)."""
-        try:
-            self._call("GET", _core_path(namespace, "secrets", name), accept=METADATA_ONLY)
-        except NotFoundError:
-            return False
-        return True
 
     # -- Events ----------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Final, Literal
 from urllib.parse import unquote, urlparse
@@ -449,3 +450,31 @@ def own_report_uri(reported: str | None, directory_uri: str | None) -> str | Non
     if not reported or not directory_uri or reported != report_uri_of(directory_uri):
         return None
     return reported
+
+
+# The Job takes the Secret of spec.storage.secretRef whole (``envFrom``, not optional: while
+# the Secret is missing its Pod waits in CreateContainerConfigError, which the operator
+# reports as Ready=False MissingSecret without any right on Secrets). Every key arrives
+# prefixed, so no key of the Secret can set a variable the Job reads for anything else; the
+# S3 client reads only these keys, named as the AWS SDKs name them, back from the prefix.
+STORAGE_ENV_PREFIX: Final = "DRIFTWARDEN_STORAGE_"
+STORAGE_SECRET_KEYS: Final = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+)
+
+
+def storage_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """The environment an S3 client reads: the storage Secret's keys (prefixed in a Job)
+    over the plain AWS names (a serving Pod's own env, workload identity)."""
+    merged = dict(env)
+    for key in STORAGE_SECRET_KEYS:
+        value = env.get(STORAGE_ENV_PREFIX + key)
+        if value:
+            merged[key] = value
+    return merged

@@ -147,6 +147,8 @@ def save_model(
             onnx_meta["input"] = given
         if num_classes is not None:
             onnx_meta["num_classes"] = num_classes
+        for path in copy_files or []:  # a tokenizer: evaluations and serving of text need it
+            shutil.copyfile(path, directory / path.name)
         onnx_module.save(model, directory, onnx_meta)
         return write_manifest(directory)
     for path in copy_files or []:
@@ -240,7 +242,8 @@ def load_model(directory: Path | str, *, verify: bool = True) -> LoadedModel:
 
         if verify and onnxmodel.ONNX_NAME not in read_manifest(directory):
             raise ManifestError(f"{directory}: {onnxmodel.ONNX_NAME} is not listed in MANIFEST")
-        return LoadedModel(module=onnxmodel.load(directory, meta).eval(), meta=meta)
+        module = onnxmodel.load(directory, meta).eval()
+        return LoadedModel(module=module, meta=meta, directory=directory)  # its tokenizer
     if verify and WEIGHTS_NAME not in read_manifest(directory):
         raise ManifestError(f"{directory}: {WEIGHTS_NAME} is not listed in MANIFEST")
     if isinstance(meta, dict) and meta.get("format") == hf.HF_FORMAT:

@@ -13,18 +13,30 @@ evaluate Job's pinned count, the serving Pod's CPU limit), one session per threa
 
 Export uses PyTorch's current exporter (``torch.onnx.export(..., dynamo=True)``: torch.export
 then onnxscript) with a dynamic batch axis. What the exported graph takes is described by an
-``ExportSignature``; ``signature_for`` builds the one of a model directory's tensor input
-(zoo and factory models). A Hugging Face model (token ids and attention mask, dynamic batch
-and sequence length) plugs in as another signature, nothing else changes.
+``ExportSignature`` (``signature_of`` picks it):
+
+- a zoo or factory model, timm, torchvision: one float32 tensor ``input`` [batch, ...];
+- a Hugging Face sequence classifier: the graph Transformers users expect - int64
+  ``input_ids``, ``attention_mask`` and ``token_type_ids`` (those its forward takes) with
+  dynamic ``batch`` and ``sequence`` axes, ``logits`` out - exported from the Transformers
+  model itself, not from the job's wrapper;
+- a Hugging Face image classifier: float32 ``pixel_values`` [batch, channels, h, w].
+
+The job itself feeds every model rows of one float32 array (token ids for text, as
+``optimizer_job.hf.tokenize`` writes them). A ``Feed``, recorded in model.json, turns those
+rows into the graph's inputs (the attention mask is ``ids != pad_token_id``, token types
+zeros - what the torch wrapper computes), so accuracy, latency and serving run an exported
+text model like any other.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -35,6 +47,7 @@ import onnxruntime as ort
 import torch
 from torch import Tensor, nn
 
+from optimizer_job import hf
 from optimizer_job.contract import BadInputError
 
 ONNX_FORMAT: Final = "onnx"
@@ -60,18 +73,79 @@ _LEVELS: Final = {
 }
 
 
+TEXT_INPUTS: Final = ("input_ids", "attention_mask", "token_type_ids")
+MAX_DIM: Final = 1 << 20
+
+
+@dataclass(frozen=True)
+class Feed:
+    """How rows of the job's one float32 array become the graph's inputs.
+
+    ``tensor``: the rows are the graph's one float32 input. ``text``: the rows are token ids
+    (padded with ``pad_token_id``); the graph gets int64 ``input_ids``, ``attention_mask``
+    (1 where the id is not padding) and ``token_type_ids`` (zeros), those it takes.
+    """
+
+    kind: Literal["tensor", "text"] = "tensor"
+    pad_token_id: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        if self.kind == "tensor":
+            return {"kind": "tensor"}
+        return {"kind": "text", "pad_token_id": self.pad_token_id}
+
+    @classmethod
+    def from_json(cls, block: Any) -> Feed:
+        block = block if isinstance(block, dict) else {}
+        kind = str(block.get("kind", "tensor"))
+        if kind not in ("tensor", "text"):
+            raise BadInputError(f"model.json: unknown onnx.feed kind {kind!r}")
+        return cls(kind, int(block.get("pad_token_id", 0)))  # type: ignore[arg-type]
+
+    def check(self, input_names: Sequence[str]) -> None:
+        """Refuse a graph whose inputs this feed cannot fill."""
+        if self.kind == "tensor" and len(input_names) != 1:
+            raise BadInputError(
+                f"ONNX model has inputs {list(input_names)}; a tensor model takes one"
+            )
+        if self.kind == "text" and (
+            "input_ids" not in input_names or not set(input_names) <= set(TEXT_INPUTS)
+        ):
+            raise BadInputError(
+                f"ONNX text model has inputs {list(input_names)}; expected input_ids and "
+                f"any of {list(TEXT_INPUTS[1:])}"
+            )
+
+    def inputs(self, input_names: Sequence[str], rows: np.ndarray) -> dict[str, np.ndarray]:
+        if self.kind == "tensor":
+            return {input_names[0]: np.ascontiguousarray(rows, dtype=np.float32)}
+        ids = np.ascontiguousarray(np.rint(rows), dtype=np.int64)
+        values = {
+            "input_ids": ids,
+            "attention_mask": (ids != self.pad_token_id).astype(np.int64),
+            "token_type_ids": np.zeros_like(ids),
+        }
+        return {name: values[name] for name in input_names}
+
+
 @dataclass(frozen=True)
 class ExportSignature:
     """The inputs of an exported graph: names, an example of each, and which axes are dynamic.
 
     ``dynamic_axes`` maps an input's position to {axis: name}; ``example`` is what the
     exporter traces with (two rows or more, so the batch axis is not specialised to 1).
+    ``axis_max`` bounds an axis by name (a text model's positions); ``prepare`` turns the
+    job's model into the module exported (the Transformers model inside its wrapper);
+    ``feed`` is how the job's rows reach the exported graph.
     """
 
     input_names: list[str]
     output_names: list[str]
     example: tuple[Tensor, ...]
     dynamic_axes: list[dict[int, str]] = field(default_factory=list)
+    axis_max: dict[str, int] = field(default_factory=dict)
+    prepare: Callable[[nn.Module], nn.Module] | None = None
+    feed: Feed = field(default_factory=Feed)
 
     def dynamic_shapes(self) -> tuple[dict[int, Any], ...]:
         dims: dict[str, Any] = {}
@@ -79,7 +153,8 @@ class ExportSignature:
         for axes in self.dynamic_axes:
             spec = {}
             for axis, name in axes.items():
-                dims.setdefault(name, torch.export.Dim(name, min=1, max=1 << 20))
+                top = self.axis_max.get(name, MAX_DIM)
+                dims.setdefault(name, torch.export.Dim(name, min=1, max=top))
                 spec[axis] = dims[name]
             shapes.append(spec)
         return tuple(shapes)
@@ -87,21 +162,93 @@ class ExportSignature:
 
 def signature_for(sample_shape: Sequence[int], rows: np.ndarray | None = None) -> ExportSignature:
     """One float32 tensor ``input`` of [batch, *sample_shape] -> ``logits`` [batch, classes]."""
-    if rows is not None and len(rows) >= 2:
-        example = torch.from_numpy(np.ascontiguousarray(rows[:2], dtype=np.float32))
-    else:
-        example = torch.zeros((2, *sample_shape), dtype=torch.float32)
     return ExportSignature(
         input_names=["input"],
         output_names=["logits"],
-        example=(example,),
+        example=(_example(sample_shape, rows),),
         dynamic_axes=[{0: "batch"}],
     )
+
+
+def _example(sample_shape: Sequence[int], rows: np.ndarray | None) -> Tensor:
+    if rows is not None and len(rows) >= 2:
+        return torch.from_numpy(np.ascontiguousarray(rows[:2], dtype=np.float32))
+    return torch.zeros((2, *sample_shape), dtype=torch.float32)
+
+
+class _TextLogits(nn.Module):
+    """A Transformers sequence classifier as the exported graph sees it: token tensors in
+    (by name, in ``names`` order), logits out."""
+
+    def __init__(self, model: nn.Module, names: Sequence[str]) -> None:
+        super().__init__()
+        self.model = model
+        self.names = tuple(names)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+    ) -> Tensor:
+        given = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "token_type_ids": token_type_ids,
+        }
+        logits: Tensor = self.model(**{n: given[n] for n in self.names}).logits
+        return logits
+
+
+def text_signature(model: hf.SequenceClassifier, rows: np.ndarray) -> ExportSignature:
+    """input_ids, attention_mask and token_type_ids (those the model's forward takes, in
+    that order) with dynamic batch and sequence axes -> logits."""
+    accepted = inspect.signature(model.model.forward).parameters
+    names = [n for n in TEXT_INPUTS if n in accepted]
+    if names[:1] != ["input_ids"]:
+        raise BadInputError(f"export: {type(model.model).__name__} takes no input_ids")
+    if "token_type_ids" in names and names[:2] != ["input_ids", "attention_mask"]:
+        names.remove("token_type_ids")  # positional order of _TextLogits.forward
+    feed = Feed("text", model.pad_token_id)
+    example = _example([rows.shape[1]], rows)
+    tensors = feed.inputs(names, example.numpy())
+    config = model.model.config
+    positions = getattr(config, "max_position_embeddings", None)
+    return ExportSignature(
+        input_names=names,
+        output_names=["logits"],
+        example=tuple(torch.from_numpy(tensors[n]) for n in names),
+        dynamic_axes=[{0: "batch", 1: "sequence"} for _ in names],
+        axis_max={"sequence": int(positions)} if isinstance(positions, int) else {},
+        prepare=lambda wrapped: _TextLogits(wrapped.model, names),  # type: ignore[arg-type]
+        feed=feed,
+    )
+
+
+def image_signature(rows: np.ndarray) -> ExportSignature:
+    """float32 ``pixel_values`` [batch, channels, height, width] -> logits."""
+    return ExportSignature(
+        input_names=["pixel_values"],
+        output_names=["logits"],
+        example=(_example(rows.shape[1:], rows),),
+        dynamic_axes=[{0: "batch"}],
+    )
+
+
+def signature_of(model: nn.Module, rows: np.ndarray) -> ExportSignature:
+    """The signature ``model`` exports with, ``rows`` being what the job feeds it."""
+    if isinstance(model, hf.SequenceClassifier):
+        return text_signature(model, rows)
+    if isinstance(model, hf.ImageClassifier):
+        return image_signature(rows)
+    return signature_for(list(rows.shape[1:]), rows)
 
 
 def export(model: nn.Module, signature: ExportSignature) -> bytes:
     """The serialized ONNX graph of ``model`` (float32, eval mode, on the CPU)."""
     model = model.eval().to("cpu")
+    if signature.prepare is not None:
+        model = signature.prepare(model).eval()
     try:
         program = torch.onnx.export(
             model,
@@ -169,22 +316,19 @@ class OnnxModule(nn.Module):
         graph_optimization: GraphOptimization = "all",
         providers: Sequence[str] | None = None,
         macs: int | None = None,
+        feed: Feed | None = None,
     ) -> None:
         super().__init__()
         self.data = data
         self.graph_optimization: GraphOptimization = graph_optimization
         self.providers = list(providers or default_providers())
         self.macs = macs
+        self.feed = feed or Feed()
         self.info = graph_info(data)
         self._sessions: dict[int, ort.InferenceSession] = {}
         self._lock = threading.Lock()
-        if len(self.info["inputs"]) != 1:
-            # Several inputs (token ids + attention mask) come with their own signature;
-            # the tensor-in, logits-out forward below takes one.
-            raise BadInputError(
-                f"ONNX model has {len(self.info['inputs'])} inputs; this runner takes one"
-            )
-        self.input_name = str(self.info["inputs"][0]["name"])
+        self.input_names = [str(i["name"]) for i in self.info["inputs"]]
+        self.feed.check(self.input_names)
         self.output_name = str(self.info["outputs"][0]["name"])
 
     def session(self, threads: int | None = None) -> ort.InferenceSession:
@@ -209,7 +353,7 @@ class OnnxModule(nn.Module):
             return session
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        feed = {self.input_name: np.ascontiguousarray(x, dtype=np.float32)}
+        feed = self.feed.inputs(self.input_names, x)
         out: np.ndarray = self.session().run([self.output_name], feed)[0]
         return out
 
@@ -269,6 +413,12 @@ def compare(model: nn.Module, onnx_model: OnnxModule, rows: np.ndarray) -> Devia
         single = onnx_model.run(rows[index : index + 1]).astype(np.float64).reshape(-1)
         alone = np.abs(single - reference[index].astype(np.float64).reshape(-1))
         difference[index] = np.maximum(difference[index], alone)
+    if onnx_model.feed.kind == "text" and rows.ndim == 2 and rows.shape[1] >= 4:
+        # The sequence axis is dynamic too: the first rows cut to half their length.
+        cut = np.ascontiguousarray(rows[:4, : rows.shape[1] // 2])
+        expected = model(torch.from_numpy(cut)).float().numpy().astype(np.float64)
+        shorter = np.abs(onnx_model.run(cut).astype(np.float64) - expected)
+        difference[: len(cut)] = np.maximum(difference[: len(cut)], shorter.reshape(len(cut), -1))
     # NaN compares as the worst deviation there is.
     difference = np.where(np.isnan(difference), np.inf, difference)
     row, output = divmod(int(np.argmax(difference)), difference.shape[1])
@@ -281,7 +431,12 @@ def _workdir() -> Iterator[Path]:
         yield Path(name)
 
 
-def quantize(data: bytes, mode: OrtQuantization, calibration: np.ndarray | None) -> bytes:
+def quantize(
+    data: bytes,
+    mode: OrtQuantization,
+    calibration: np.ndarray | None,
+    feed: Feed | None = None,
+) -> bytes:
     """ONNX Runtime int8 quantization of a float graph.
 
     dynamic-int8: weights int8 per channel, activations quantized per call (MatMul/Gemm,
@@ -304,7 +459,17 @@ def quantize(data: bytes, mode: OrtQuantization, calibration: np.ndarray | None)
         source, prepared, target = work / "fp32.onnx", work / "prepared.onnx", work / "int8.onnx"
         source.write_bytes(data)
         # Shape inference and graph fusions first, as ORT's quantization guide advises.
-        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
+        # ORT's symbolic shape inference does not complete on the exporter's Transformers
+        # graphs (and then leaves a file in the working directory): ONNX's own shape
+        # inference is used for them.
+        text = feed is not None and feed.kind == "text"
+        if text:
+            # The exporter's intermediate shapes of such a graph disagree with what ONNX's
+            # shape inference derives later in quantize_dynamic: it infers them afresh.
+            proto = onnx.load_model_from_string(data)
+            del proto.graph.value_info[:]
+            source.write_bytes(proto.SerializeToString())
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=text)
         if mode == "dynamic-int8":
             quantize_dynamic(
                 str(prepared),
@@ -316,12 +481,13 @@ def quantize(data: bytes, mode: OrtQuantization, calibration: np.ndarray | None)
         else:
             if calibration is None or len(calibration) == 0:
                 raise BadInputError("export.quantize static-int8 needs reference rows to calibrate")
-            name = str(graph_info(data)["inputs"][0]["name"])
+            names = [str(i["name"]) for i in graph_info(data)["inputs"]]
+            rows_to_inputs = (feed or Feed()).inputs
 
             class Calibration(CalibrationDataReader):  # type: ignore[misc]
                 def __init__(self, rows: np.ndarray, batch: int = 16) -> None:
                     self._batches: Iterator[dict[str, np.ndarray]] = iter(
-                        {name: np.ascontiguousarray(rows[i : i + batch], dtype=np.float32)}
+                        rows_to_inputs(names, rows[i : i + batch])
                         for i in range(0, len(rows), batch)
                     )
 
@@ -353,6 +519,7 @@ def save(module: OnnxModule, directory: Path, meta: dict[str, Any]) -> None:
             "inputs": info["inputs"],
             "outputs": info["outputs"],
             "graph_optimization": module.graph_optimization,
+            "feed": module.feed.to_json(),
             "onnxruntime": ORT_VERSION,
             "onnx": onnx.__version__,
             "torch": torch.__version__.split("+")[0],
@@ -374,4 +541,5 @@ def load(directory: Path, meta: dict[str, Any]) -> OnnxModule:
         (directory / ONNX_NAME).read_bytes(),
         graph_optimization=level,  # type: ignore[arg-type]
         macs=None if macs is None else int(macs),
+        feed=Feed.from_json(block.get("feed")),
     )

@@ -4,11 +4,11 @@
 obstore (Rust's ``object_store``). Where it connects comes from the environment, named as
 the AWS SDKs name it: ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``), ``AWS_REGION``
 (or ``AWS_DEFAULT_REGION``), ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` /
-``AWS_SESSION_TOKEN`` — the operator injects them from the Secret in
-``spec.storage.secretRef`` — or workload identity (``AWS_WEB_IDENTITY_TOKEN_FILE`` and
-``AWS_ROLE_ARN``, set by the ServiceAccount's identity webhook). No payload checksum headers
-are sent (some S3-compatible stores reject the CRC trailers newer AWS SDKs add), and no
-credential is ever logged or written anywhere.
+``AWS_SESSION_TOKEN`` — the operator hands the Job the Secret in ``spec.storage.secretRef``,
+its keys prefixed (``contract.storage_environment``) — or workload identity
+(``AWS_WEB_IDENTITY_TOKEN_FILE`` and ``AWS_ROLE_ARN``, set by the ServiceAccount's identity
+webhook). No payload checksum headers are sent (some S3-compatible stores reject the CRC
+trailers newer AWS SDKs add), and no credential is ever logged or written anywhere.
 
 Integrity: everything read from a store is checked against a MANIFEST (sha256, the format
 of ``optimizer_job.manifest``) while it streams to local scratch space, before anything
@@ -34,7 +34,13 @@ from datetime import timedelta
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from optimizer_job.contract import BadInputError, is_s3_uri, parse_s3_uri, resolve_uri
+from optimizer_job.contract import (
+    BadInputError,
+    is_s3_uri,
+    parse_s3_uri,
+    resolve_uri,
+    storage_environment,
+)
 from optimizer_job.manifest import MANIFEST_NAME, ManifestError, parse_manifest
 
 if TYPE_CHECKING:
@@ -98,7 +104,7 @@ def store_config(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, Any]
 def open_store(bucket: str, env: Mapping[str, str] | None = None) -> S3Store:
     from obstore.store import S3Store
 
-    config, options = store_config(os.environ if env is None else env)
+    config, options = store_config(storage_environment(os.environ if env is None else env))
     return S3Store(
         bucket,
         config=config,  # type: ignore[arg-type]
@@ -113,7 +119,7 @@ def open_store(bucket: str, env: Mapping[str, str] | None = None) -> S3Store:
 
 def _redact(text: str, env: Mapping[str, str] | None = None) -> str:
     """A store error message with any credential value blanked out."""
-    env = os.environ if env is None else env
+    env = storage_environment(os.environ if env is None else env)
     for name in _CREDENTIAL_NAMES:
         value = env.get(name)
         if value and len(value) >= 4:

@@ -91,26 +91,20 @@ def claim_mounts(task: contract.Task) -> dict[str, bool]:
     return claims
 
 
-# The keys of a storage Secret, as the AWS SDKs (and the job's S3 client) name them. Each
-# is optional: an endpoint or region may come from elsewhere, credentials from workload
-# identity.
-STORAGE_SECRET_KEYS: Final = (
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_ENDPOINT_URL",
-    "AWS_REGION",
-)
-
-
-def storage_env(secret: str | None) -> list[Json]:
-    """Environment entries that take the storage Secret's keys by reference (secretKeyRef):
-    the values never appear in the Job, its task or the operator."""
+def storage_env_from(secret: str | None) -> list[Json]:
+    """The storage Secret as the Job's ``envFrom``: its values never appear in the Job, its
+    task or the operator. Not optional - a missing Secret holds the Pod in
+    CreateContainerConfigError (``secret "<name>" not found``), which the operator reports
+    as Ready=False MissingSecret (services.jobs.missing_secret) without reading Secrets.
+    Every key is prefixed: a key of the Secret cannot set PATH, LD_PRELOAD or anything else
+    the Job reads; the S3 client takes the AWS keys back from the prefix."""
     if secret is None:
         return []
     return [
-        {"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}}
-        for key in STORAGE_SECRET_KEYS
+        {
+            "prefix": contract.STORAGE_ENV_PREFIX,
+            "secretRef": {"name": secret, "optional": False},
+        }
     ]
 
 
@@ -196,7 +190,6 @@ def build_job(
             # Caches (torch, matplotlib, ...) go to the writable scratch dir.
             {"name": "HOME", "value": SCRATCH_DIR},
             {"name": "TMPDIR", "value": SCRATCH_DIR},
-            *storage_env(settings.storage_secret),
             *(torchrun_env(name, settings) if gang else []),
         ],
         "resources": _resources(settings),
@@ -210,6 +203,8 @@ def build_job(
             "runAsNonRoot": True,
         },
     }
+    if settings.storage_secret is not None:
+        container["envFrom"] = storage_env_from(settings.storage_secret)
     pod_spec: Json = {
         "restartPolicy": "Never",  # podFailurePolicy requires it; the Job retries
         "automountServiceAccountToken": False,

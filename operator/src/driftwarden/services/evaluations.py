@@ -80,6 +80,7 @@ class Evaluations(LoopStep):
             return None
         if not job_state.is_finished(job):
             self._ensure_started(job)
+            self._check_secret(job)
             return None
         meta = job["metadata"]
         pods = self.ctx.kube.list_job_pods(self.namespace, meta["name"], meta["uid"])
@@ -351,14 +352,6 @@ class Evaluations(LoopStep):
                 f"{self.namespace}: evaluations wait until it exists",
             )
             return
-        secret = storage_secret(spec)
-        if secret is not None and not self.ctx.kube.secret_exists(self.namespace, secret):
-            self._problem(
-                Reason.MISSING_SECRET,
-                f"Secret {secret} (spec.storage.secretRef) not found in namespace "
-                f"{self.namespace}: evaluations wait until it exists",
-            )
-            return
         sequence = (status.evaluation_count or 0) + 1
         run_id = names.run_id_for(self.ctx.owner.uid, sequence, prefix="e")
         task = build_task(
@@ -390,6 +383,22 @@ class Evaluations(LoopStep):
             id=run_id, job_name=job["metadata"]["name"], started_at=self.now
         )
         status.evaluation_count = sequence
+
+    def _check_secret(self, job: Json) -> None:
+        """Ready=False MissingSecret while the evaluation's Pod cannot start because the
+        Secret of spec.storage.secretRef does not exist (read from the Pod's status: the
+        operator has no right on Secrets); it starts by itself once the Secret exists."""
+        secret = storage_secret(self.spec)
+        if secret is None:
+            return
+        meta = job["metadata"]
+        pods = self.ctx.kube.list_job_pods(self.namespace, meta["name"], meta["uid"])
+        if job_state.missing_secret(pods, secret) is not None:
+            self._problem(
+                Reason.MISSING_SECRET,
+                f"Secret {secret} (spec.storage.secretRef) not found in namespace "
+                f"{self.namespace}: evaluations wait until it exists (Job {meta['name']})",
+            )
 
     def _failed_before_spec_change(self) -> bool:
         """The last evaluation measured nothing (it refused its input or failed) and the

@@ -5,6 +5,7 @@ failed for a reason a person can act on. Pure: the caller passes the objects it 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -49,6 +50,28 @@ def _terminated(pod: Json) -> Json | None:
         terminated = state.get("terminated") or last.get("terminated")
         if terminated:
             return dict(terminated)
+    return None
+
+
+CONFIG_ERROR = "CreateContainerConfigError"
+
+
+def missing_secret(pods: list[Json], secret: str) -> str | None:
+    """The kubelet's message when a Pod of the Job cannot start because the Secret
+    ``secret`` does not exist (its container waits in CreateContainerConfigError, e.g.
+    ``secret "s3-creds" not found``), else None. The Job holds the Secret by ``envFrom``,
+    not optional: this is how the operator learns it is missing without reading Secrets."""
+    wanted = re.compile(rf'\bsecrets? "{re.escape(secret)}" not found', re.IGNORECASE)
+    for pod in pods:
+        status = pod.get("status") or {}
+        for container in [
+            *(status.get("initContainerStatuses") or []),
+            *(status.get("containerStatuses") or []),
+        ]:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            message = str(waiting.get("message") or "")
+            if waiting.get("reason") == CONFIG_ERROR and wanted.search(message):
+                return message
     return None
 
 

@@ -434,6 +434,7 @@ class ReconcilePass:
                     self.active_job = job
                 started_here = self.active_job["metadata"]["name"] in self.created_jobs
                 self._set_active(self.active_job, created=started_here)
+                self._check_secret(self.active_job)
             else:  # cannot happen while runs start one at a time; say so, do not hide it
                 _log.warning(
                     "%s/%s: more than one unfinished run: %s and %s",
@@ -459,6 +460,23 @@ class ReconcilePass:
         return job is not None and any(
             ref.get("uid") == self.uid for ref in job["metadata"].get("ownerReferences", [])
         )
+
+    def _check_secret(self, job: Json) -> None:
+        """Ready=False MissingSecret while the run's Pod cannot start because the Secret of
+        spec.storage.secretRef does not exist (the kubelet says so in the Pod's status; the
+        operator has no right on Secrets). The run starts by itself once it exists."""
+        secret = storage_secret(self.spec) if self.spec is not None else None
+        if secret is None or job_state.is_finished(job):
+            return
+        meta = job["metadata"]
+        pods = self.kube.list_job_pods(self.namespace, meta["name"], meta["uid"])
+        if job_state.missing_secret(pods, secret) is not None:
+            self.blocked = Blocked(
+                Reason.MISSING_SECRET,
+                f"Secret {secret} (spec.storage.secretRef) not found in namespace "
+                f"{self.namespace}: the run waits until it exists (Job {meta['name']})",
+                input_problem=True,
+            )
 
     def _ensure_started(self, job: Json) -> Json:
         """Give a suspended Job of ours its task ConfigMap, then resume it."""
@@ -654,15 +672,6 @@ class ReconcilePass:
                 Reason.PVC_NOT_FOUND,
                 f"PersistentVolumeClaim {listed} not found in namespace {self.namespace}: "
                 f"the run waits until it exists ({plan.reason})",
-                input_problem=True,
-            )
-            return
-        secret = storage_secret(spec)
-        if secret is not None and not self.kube.secret_exists(self.namespace, secret):
-            self.blocked = Blocked(
-                Reason.MISSING_SECRET,
-                f"Secret {secret} (spec.storage.secretRef) not found in namespace "
-                f"{self.namespace}: the run waits until it exists ({plan.reason})",
                 input_problem=True,
             )
             return

@@ -10,8 +10,10 @@ outputs, latency with the same interleaved timer as a torch model) and writes mo
 
 Export must be the last stage (later stages train a torch model) and does not follow a
 ``quantize`` stage: int8 on ORT is ``export.quantize``, and our torch int8 kernel has no ONNX
-form. A Hugging Face model would export through its own ``ExportSignature`` (token ids,
-attention mask, dynamic batch and sequence axes); the rest of this stage stays as it is.
+form. A Hugging Face model exports through its own ``ExportSignature``
+(``onnxmodel.signature_of``: a sequence classifier as input_ids, attention_mask and
+token_type_ids with dynamic batch and sequence axes, an image classifier as pixel_values);
+verification, quantization and measurement are the same for every model.
 """
 
 from __future__ import annotations
@@ -63,12 +65,13 @@ def apply(stage: ExportStage, model: nn.Module, ctx: StageContext) -> StageOutco
     started = time.perf_counter()
     # A CPU copy: the exporter traces on the CPU; the caller's model stays where it is.
     model = copy.deepcopy(model).eval().to("cpu")
-    signature = onnxmodel.signature_for(list(rows.shape[1:]), rows)
+    signature = onnxmodel.signature_of(model, rows)
+    feed = signature.feed
     data = onnxmodel.export(model, signature)
     export_seconds = time.perf_counter() - started
     macs = count_macs(model, rows[:1], torch.device("cpu"))
     # Verified with the execution providers that will serve it (CUDA where the wheel has it).
-    exported = onnxmodel.OnnxModule(data, graph_optimization=stage.graph_optimization)
+    exported = onnxmodel.OnnxModule(data, graph_optimization=stage.graph_optimization, feed=feed)
     deviation = onnxmodel.compare(model, exported, rows)
     ctx.log.info("export: ONNX opset %s, %s", exported.info["opset"], deviation.describe())
     if not deviation.max_abs_diff <= onnxmodel.VERIFY_TOLERANCE:
@@ -85,14 +88,17 @@ def apply(stage: ExportStage, model: nn.Module, ctx: StageContext) -> StageOutco
         "verify_max_abs_diff": deviation.max_abs_diff,
         "graph_optimization": stage.graph_optimization,
         "quantize": stage.quantize,
+        "inputs": ",".join(signature.input_names),
     }
-    result = onnxmodel.OnnxModule(data, graph_optimization=stage.graph_optimization, macs=macs)
+    result = onnxmodel.OnnxModule(
+        data, graph_optimization=stage.graph_optimization, macs=macs, feed=feed
+    )
     if stage.quantize != "none":
         quantize_started = time.perf_counter()
         calibration = calibration_rows(ctx) if stage.quantize == "static-int8" else None
-        quantized = onnxmodel.quantize(data, stage.quantize, calibration)
+        quantized = onnxmodel.quantize(data, stage.quantize, calibration, feed)
         result = onnxmodel.OnnxModule(
-            quantized, graph_optimization=stage.graph_optimization, macs=macs
+            quantized, graph_optimization=stage.graph_optimization, macs=macs, feed=feed
         )
         # Informational: int8 outputs differ by design; the gates judge the accuracy.
         after = onnxmodel.compare(model, result, rows)
