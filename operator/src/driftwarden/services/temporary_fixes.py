@@ -60,6 +60,7 @@ class TemporaryFixes(LoopStep):
     def __init__(self, context: LoopContext, writer: TargetWriter) -> None:
         super().__init__(context)
         self.writer = writer
+        self.record_gone = False  # adopt(): status shows a fix the Deployment has no record of
 
     # -- the record on the Deployment ----------------------------------------------------
 
@@ -100,12 +101,10 @@ class TemporaryFixes(LoopStep):
             if target is not None and target.deployment == where:
                 self.writer.apply(active.container, self.writer.intent(body, active.container))
         elif verdict == "Gone" and active is not None:
-            expired = self.now >= active.expires_at
-            self.revert(
-                "Expired" if expired else "RecordGone",
-                f"The temporary fix is no longer recorded on Deployment {where} (a revert "
-                "whose status was not written, or its annotation was removed).",
-            )
+            # Finished by step(): with its own reason when it reverts anyway (a pass re-run
+            # after its status write conflicted finds the record its revert removed), else
+            # as RecordGone.
+            self.record_gone = True
 
     def _adopt(self, record: FixRecord) -> None:
         plan = temporary_fix.FixPlan(record.original, record.applied, ())
@@ -174,10 +173,17 @@ class TemporaryFixes(LoopStep):
             moved,
         )
         self._check_at(decision.next_check)  # the expiry of an active fix
-        if decision.action == "Apply" and settings is not None and spec.target is not None:
-            self._apply_fix(settings, decision.reason)
-        elif decision.action == "Revert":
+        if decision.action == "Revert":
             self.revert(decision.revert_reason or "Disabled", decision.reason)
+        elif self.record_gone and active is not None:
+            where = active.deployment
+            self.revert(
+                "Expired" if self.now >= active.expires_at else "RecordGone",
+                f"The temporary fix is no longer recorded on Deployment {where} (a revert "
+                "whose status was not written, or its annotation was removed).",
+            )
+        elif decision.action == "Apply" and settings is not None and spec.target is not None:
+            self._apply_fix(settings, decision.reason)
         elif decision.action == "Nothing" and latency is not None and not latency.breached:
             current = cond.get_condition(status.conditions, ConditionType.TEMPORARY_FIX_ACTIVE)
             # Keep the story of the last fix (reverted, expired); replace only "nothing yet".
