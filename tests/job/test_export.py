@@ -228,6 +228,7 @@ def test_prune_then_export_publishes_an_onnx_model_measured_side_by_side(
         "MANIFEST",
         "model.json",
         "model.onnx",
+        "report.html",
         "result.json",
     ]
     meta = json.loads((directory / "model.json").read_text())
