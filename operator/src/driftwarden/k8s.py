@@ -227,38 +227,30 @@ class Kube:
 
     # -- ConfigMaps and claims -------------------------------------------------------
 
-    def create_configmap(self, namespace: str, body: Json) -> tuple[Json, bool]:
+    def _create_or_adopt(self, namespace: str, plural: str, body: Json) -> tuple[Json, bool]:
+        """Create, or return the existing object of that name (409 = done): (object, created).
+        One deleted in between is a Conflict: the caller's pass runs again."""
         try:
             return self._call(
                 "POST",
-                _core_path(namespace, "configmaps"),
+                _core_path(namespace, plural),
                 query={"fieldManager": names.FIELD_MANAGER},
                 body=body,
             ), True
         except ConflictError:
             try:
                 return self._call(
-                    "GET", _core_path(namespace, "configmaps", body["metadata"]["name"])
+                    "GET", _core_path(namespace, plural, body["metadata"]["name"])
                 ), False
             except NotFoundError:
-                raise ConflictError(409, "configmap deleted while being adopted") from None
+                raise ConflictError(409, f"{plural[:-1]} deleted while being adopted") from None
+
+    def create_configmap(self, namespace: str, body: Json) -> tuple[Json, bool]:
+        return self._create_or_adopt(namespace, "configmaps", body)
 
     def create_service(self, namespace: str, body: Json) -> tuple[Json, bool]:
         """Create, or return the existing Service of that name: (service, created)."""
-        try:
-            return self._call(
-                "POST",
-                _core_path(namespace, "services"),
-                query={"fieldManager": names.FIELD_MANAGER},
-                body=body,
-            ), True
-        except ConflictError:
-            try:
-                return self._call(
-                    "GET", _core_path(namespace, "services", body["metadata"]["name"])
-                ), False
-            except NotFoundError:
-                raise ConflictError(409, "service deleted while being adopted") from None
+        return self._create_or_adopt(namespace, "services", body)
 
     def get_configmap(self, namespace: str, name: str) -> Json | None:
         try:
