@@ -135,10 +135,11 @@ def test_apply_runs_the_pipeline_and_records_it(
         "Succeeded",
     ), table
     evaluation = status["lastEvaluation"]
-    # Rounded for people (status.display): three significant digits.
-    assert float(row["DRIFT"]) == pytest.approx(evaluation["driftScore"], rel=5e-3), table
+    # Rounded for people (api.status.rounded): three decimals under 1, else three digits.
+    shown = {"rel": 5e-3, "abs": 5e-4}
+    assert float(row["DRIFT"]) == pytest.approx(evaluation["driftScore"], **shown), table
     p95 = float(row["P95"].removesuffix("ms"))
-    assert p95 == pytest.approx(evaluation["latency"]["p95Ms"], rel=5e-3), table
+    assert p95 == pytest.approx(evaluation["latency"]["p95Ms"], **shown), table
     described = devcluster.kubectl("describe", "mo", "digits", "-n", ns).stdout
     assert f"Started run {run_id}" in described
     assert f"Run {run_id} succeeded" in described
