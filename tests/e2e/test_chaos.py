@@ -67,6 +67,9 @@ FAULTS = {
     "after_share": 0.5,
 }
 KILL_EVERY = (5.0, 25.0)  # seconds between SIGKILLs, uniform, seeded
+# Exits the operator may make by itself (restarted, as a kubelet would) before the test
+# calls it a crash loop; each one is reported.
+MAX_CRASHES = 5
 
 
 def chaos_manifest(model: str, data: Path, artifacts: Path) -> dict[str, Any]:
@@ -150,29 +153,49 @@ class Observer:
 
 
 class Killer(threading.Thread):
-    """SIGKILLs the operator at seeded random moments and starts it again."""
+    """SIGKILLs the operator at seeded random moments and starts it again. It also plays
+    the kubelet: an operator that exited by itself (a crash, or an exit while starting) is
+    started again at the next of those moments and counted, with its last log lines."""
 
     def __init__(self, operator: OperatorProcess, rng: random.Random) -> None:
         super().__init__(daemon=True)
         self.operator, self.rng = operator, rng
         self.kills = 0
+        self.crashes: list[str] = []
         self.stopping = threading.Event()
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
             while not self.stopping.wait(self.rng.uniform(*KILL_EVERY)):
-                self.operator.kill()
-                self.kills += 1
-                self.operator.start(ready_timeout=180)
+                if self.operator.running:
+                    self.operator.kill()
+                    self.kills += 1
+                else:
+                    self._crashed()
+                self._start()
         except BaseException as exc:  # shown by the test
             self.error = exc
+
+    def _crashed(self) -> None:
+        self.crashes.append(self.operator.log_tail(3))
+        if len(self.crashes) > MAX_CRASHES:
+            raise AssertionError(
+                f"the operator exited by itself {len(self.crashes)} times; last:\n"
+                f"{self.operator.log_tail()}"
+            )
+
+    def _start(self) -> None:
+        try:
+            self.operator.start(ready_timeout=180)
+        except RuntimeError:  # exited while starting: started again at the next moment
+            self._crashed()
 
     def stop(self) -> None:
         self.stopping.set()
         self.join(240)
-        if not self.operator.running:
-            self.operator.start(ready_timeout=180)
+        while not self.operator.running:
+            self._start()
 
 
 def test_the_loop_keeps_its_invariants_under_api_faults_and_kills(
@@ -294,6 +317,7 @@ def test_the_loop_keeps_its_invariants_under_api_faults_and_kills(
         "promotions": observer.promotions,
         "fix_applied_seen": fixes_applied,
         "kills": killer.kills,
+        "operator_exits": len(killer.crashes),
         "faults": counts,
         "violations": violations,
     }  # fmt: skip

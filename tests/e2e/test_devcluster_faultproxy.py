@@ -115,3 +115,18 @@ def test_a_seeded_share_of_requests_gets_faults_and_they_are_counted(
         got = kubectl(devcluster, proxy.kubeconfig, "-n", namespace, "create", "configmap", f"d{i}")
         assert got.returncode == 0, got.stderr
     assert proxy.stats()["faults"] == counts["faults"]
+
+
+def test_conflicts_are_injected_on_writes_only(devcluster: Cluster, namespace: str) -> None:
+    # A real apiserver never answers a read with 409; kopf's API discovery exits the
+    # operator on one (seen in the long chaos run), so reads drawing a conflict pass.
+    proxy = devcluster.start_fault_proxy({"seed": 3, "conflict": 1.0})
+    listed = kubectl(devcluster, proxy.kubeconfig, "-n", namespace, "get", "configmaps")
+    assert listed.returncode == 0, listed.stderr
+    created = kubectl(
+        devcluster, proxy.kubeconfig, "-n", namespace, "create", "configmap", "refused"
+    )
+    assert created.returncode != 0
+    assert "injected by faultproxy" in created.stderr, created.stderr
+    counts = proxy.stats()
+    assert counts["conflict"] >= 1 and counts["faults"] == counts["conflict"], counts

@@ -9,7 +9,10 @@ long responses are streamed.
 A seeded fraction of the requests that match the configured methods and path pattern is
 answered with a fault instead:
 
-- ``conflict``: 409 (a Kubernetes Status, reason Conflict), without forwarding;
+- ``conflict``: 409 (a Kubernetes Status, reason Conflict), without forwarding; writes only
+  (POST/PUT/PATCH/DELETE): the apiserver never answers a read with 409, and a client may
+  rightly treat one as a bug (kopf's API discovery exits the operator on it), so a read
+  that draws ``conflict`` is forwarded unharmed;
 - ``throttle``: 429 with Retry-After, without forwarding;
 - ``error``: 500 or 503;
 - ``reset``: the connection is cut without an answer;
@@ -151,6 +154,8 @@ class FaultProxy:
         for fault in FAULTS:
             rate = float(getattr(config, fault))
             if draw < rate:
+                if fault == "conflict" and method not in WRITE_METHODS:
+                    return None  # no read ever gets a 409 from a real apiserver
                 return fault
             draw -= rate
         return None
