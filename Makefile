@@ -23,9 +23,10 @@ $(UV):
 	$(UV_HOME)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
 # The venv is re-synced when the lock changes; wheels come from the uv cache
-# (hard links), so a fresh clone on a warm machine syncs in seconds.
+# (hard links), so a fresh clone on a warm machine syncs in seconds. ONNX Runtime is the CPU
+# wheel (extra ort-cpu): ort-cuda (onnxruntime-gpu) installs the same module, so it is left out.
 $(VENV)/.synced: uv.lock pyproject.toml devcluster/pyproject.toml | $(UV)
-	$(UV) sync --all-extras --frozen
+	$(UV) sync --all-extras --no-extra ort-cuda --frozen
 	touch $@
 
 venv: $(VENV)/.synced

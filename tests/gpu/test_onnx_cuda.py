@@ -1,9 +1,12 @@
 """The export stage on a CUDA node (skipped where there is no GPU).
 
-The job image carries the CPU wheel of ONNX Runtime: on a CUDA node the stage exports and
-verifies a model trained on the GPU and the ORT model runs on the CPU provider, fed from
-CUDA tensors. Where the installed wheel has the CUDA execution provider (onnxruntime-gpu),
-the ORT model runs on it and must reproduce PyTorch within the same 1e-4.
+ONNX Runtime is one of two wheels (the extras ort-cpu and ort-cuda; the Job image's build
+argument ORT picks one). With the CPU wheel, a run on a CUDA device exports and verifies a
+model trained on the GPU on the CPU provider, fed from CUDA tensors, and its notes say that
+CUDA was wanted. With onnxruntime-gpu (the ort-cuda extra; bench/gpu_check.sh installs it
+into a throwaway directory where it can) the ORT model of a CUDA run computes on the CUDA
+execution provider and must reproduce PyTorch within the same 1e-4; the tests that need it
+skip, saying so, where it is not installed.
 """
 
 from __future__ import annotations
@@ -28,6 +31,14 @@ pytestmark = [
 ]
 
 CUDA = torch.device("cuda")
+HAS_CUDA_PROVIDER = onnxmodel.CUDA_PROVIDER in ort.get_available_providers()
+needs_onnxruntime_gpu = pytest.mark.skipif(
+    not HAS_CUDA_PROVIDER,
+    reason=(
+        f"onnxruntime {ort.__version__} here has no {onnxmodel.CUDA_PROVIDER}: install "
+        "onnxruntime-gpu (the ort-cuda extra; bench/gpu_check.sh does where it can)"
+    ),
+)
 
 
 def _ctx() -> StageContext:
@@ -68,24 +79,30 @@ def test_a_gpu_trained_model_exports_verifies_and_keeps_its_accuracy() -> None:
     outcome = apply_stage(ExportStage(), model, ctx)
     assert next(model.parameters()).device.type == "cuda"  # the caller's model stays
     assert float(outcome.notes["verify_max_abs_diff"]) <= onnxmodel.VERIFY_TOLERANCE
+    if HAS_CUDA_PROVIDER:  # verified on the GPU, as the run's device asks
+        assert outcome.notes["execution_provider"] == onnxmodel.CUDA_PROVIDER, outcome.notes
+        assert "execution_provider_note" not in outcome.notes
+    else:  # the CPU wheel: on the CPU, and the notes say CUDA was wanted
+        assert outcome.notes["execution_provider"] == onnxmodel.CPU_PROVIDER
+        assert "ORT=cuda" in str(outcome.notes["execution_provider_note"])
     assert ctx.holdout is not None
     exported = training.accuracy(outcome.model, ctx.holdout, CUDA)
     assert exported == pytest.approx(training.accuracy(model.eval(), ctx.holdout, CUDA), abs=1e-9)
 
 
-@pytest.mark.skipif(
-    "CUDAExecutionProvider" not in ort.get_available_providers(),
-    reason="the installed onnxruntime wheel has no CUDA execution provider",
-)
+@needs_onnxruntime_gpu
 def test_the_cuda_execution_provider_reproduces_pytorch() -> None:
     ctx = _ctx()
     torch.manual_seed(0)
     model = zoo.mlp(**ctx.kwargs).eval()
     assert ctx.holdout is not None
     rows = np.ascontiguousarray(ctx.holdout.X)
-    onnx_model = onnxmodel.OnnxModule(onnxmodel.export(model, onnxmodel.signature_for([64], rows)))
-    assert onnx_model.execution_provider == "CUDAExecutionProvider"
+    data = onnxmodel.export(model, onnxmodel.signature_for([64], rows))
+    onnx_model = onnxmodel.OnnxModule(data, device=CUDA)
+    assert onnx_model.execution_provider == onnxmodel.CUDA_PROVIDER, onnx_model.provider_note
     assert onnxmodel.compare(model, onnx_model, rows).max_abs_diff <= onnxmodel.VERIFY_TOLERANCE
+    # A CPU run on the same GPU node stays on the CPU provider.
+    assert onnxmodel.OnnxModule(data).execution_provider == onnxmodel.CPU_PROVIDER
 
 
 def test_a_hugging_face_bert_on_cuda_exports_with_its_token_inputs() -> None:
@@ -116,7 +133,7 @@ def test_a_hugging_face_bert_on_cuda_exports_with_its_token_inputs() -> None:
     assert float(outcome.notes["verify_max_abs_diff"]) <= onnxmodel.VERIFY_TOLERANCE
     exported = outcome.model
     assert isinstance(exported, onnxmodel.OnnxModule)
-    if "CUDAExecutionProvider" in ort.get_available_providers():
-        assert exported.execution_provider == "CUDAExecutionProvider"
+    if HAS_CUDA_PROVIDER:
+        assert exported.execution_provider == onnxmodel.CUDA_PROVIDER, exported.provider_note
     assert ctx.holdout is not None
     assert 0 <= training.accuracy(exported, ctx.holdout, CUDA) <= 1

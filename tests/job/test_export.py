@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import os
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 from fitting import fit_seeded
@@ -100,6 +102,9 @@ def test_export_verifies_against_pytorch_and_keeps_accuracy(
     assert outcome.notes["opset"] == onnxmodel.EXPORT_OPSET
     assert 0 <= float(outcome.notes["verify_max_abs_diff"]) <= onnxmodel.VERIFY_TOLERANCE
     assert outcome.notes["verified_rows"] == onnxmodel.VERIFY_ROWS
+    # A CPU run computes on the CPU provider, with nothing to explain.
+    assert outcome.notes["execution_provider"] == onnxmodel.CPU_PROVIDER
+    assert "execution_provider_note" not in outcome.notes
     # Accuracy from ORT's own outputs equals the torch model's (same predictions).
     assert accuracy(model, ctx) == pytest.approx(accuracy(trained, ctx), abs=1e-9)
     # The batch axis is dynamic: any batch size runs.
@@ -188,6 +193,31 @@ def test_ort_static_int8_calibrates_on_reference_rows_and_keeps_accuracy() -> No
     assert accuracy(model, ctx) >= accuracy(cnn, ctx) - 0.02
 
 
+@pytest.mark.skipif(
+    onnxmodel.CUDA_PROVIDER in ort.get_available_providers(),
+    reason="the installed onnxruntime has the CUDA provider (tests/gpu covers it)",
+)
+def test_a_cuda_run_on_the_cpu_wheel_says_so_in_the_stage_notes(
+    ctx: StageContext, trained: nn.Module, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The CPU wheel (ort-cpu) has no CUDA provider: a run on a CUDA device exports and
+    verifies on the CPU provider, and the notes say so - no silent fall-back."""
+    cuda_ctx = dataclasses.replace(ctx, device=torch.device("cuda"))
+    with caplog.at_level(logging.WARNING, logger="test_export"):
+        outcome = apply_stage(ExportStage(), copy.deepcopy(trained), cuda_ctx)
+    assert outcome.notes["execution_provider"] == onnxmodel.CPU_PROVIDER
+    note = str(outcome.notes["execution_provider_note"])
+    assert f"has no {onnxmodel.CUDA_PROVIDER}" in note and "ORT=cuda" in note
+    assert note in caplog.text
+    assert float(outcome.notes["verify_max_abs_diff"]) <= onnxmodel.VERIFY_TOLERANCE
+
+
+def expected_provider() -> str:
+    """What a task with device auto gets here (the CPU wheel of make venv: the CPU's)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return onnxmodel.choose_providers(device, ort.get_available_providers())[0]
+
+
 def test_ort_follows_torch_thread_count(trained: nn.Module, ctx: StageContext) -> None:
     model = apply_stage(ExportStage(), copy.deepcopy(trained), ctx).model
     assert isinstance(model, onnxmodel.OnnxModule)
@@ -216,6 +246,7 @@ def test_prune_then_export_publishes_an_onnx_model_measured_side_by_side(
     assert [s.type for s in result.stages] == ["prune", "export"]
     export_report = result.stages[1]
     assert float(export_report.notes["verify_max_abs_diff"]) <= 1e-4
+    assert export_report.notes["execution_provider"] == expected_provider()
     # Accuracy of the ONNX candidate is measured from ORT's outputs and matches the pruned
     # torch model it came from.
     assert export_report.before is not None and export_report.after is not None
@@ -241,6 +272,7 @@ def test_prune_then_export_publishes_an_onnx_model_measured_side_by_side(
     evaluated = run_task(Task.model_validate(raw_eval))
     assert evaluated.baseline is not None
     assert evaluated.baseline.accuracy == pytest.approx(result.candidate.accuracy, abs=1e-9)
+    assert evaluated.stages[0].notes["execution_provider"] == expected_provider()
     raw["model_uri"], raw["run_id"] = result.artifact_uri, "again"
     raw["stages"] = [RetrainStage(epochs=1).model_dump()]
     with pytest.raises(BadInputError, match="ONNX model"):

@@ -102,7 +102,7 @@ def test_health_readiness_and_metrics(served: ModelServer, example: dict[str, An
     ready = json.loads(body)
     assert ready["model"] == example["model"]
     assert len(ready["manifest_sha256"]) == 64
-    assert ready["runtime"] == "torch"
+    assert ready["runtime"] == "torch" and ready["execution_provider"] is None
     row = [0.0] * 64
     for _ in range(3):
         assert _post(served, json.dumps({"instances": [row, row]}).encode())[0] == 200
@@ -160,6 +160,7 @@ def test_an_onnx_model_directory_is_served_by_onnx_runtime_with_the_same_api(
     try:
         ready = json.loads(_get(server, "/readyz")[1])
         assert ready["runtime"] == "onnxruntime"
+        assert ready["execution_provider"] == onnxmodel.CPU_PROVIDER  # the server's CPU
         assert ready["parameters"] == sum(p.numel() for p in torch_model.module.parameters())
         body = json.dumps({"instances": rows.tolist()}).encode()
         status, answer = _post(server, body)

@@ -17,8 +17,15 @@ pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = {
     "operator": (ROOT / "operator/Dockerfile", "driftwarden", "operator"),
-    "job": (ROOT / "optimizer_job/Dockerfile", "optimizer_job", "job"),
+    # The job image adds the ONNX Runtime extra its build argument ORT picks.
+    "job": (ROOT / "optimizer_job/Dockerfile", "optimizer_job", "job,ort-$ORT"),
 }
+
+
+def uv_extras_in(text: str, extras: str) -> bool:
+    return all(
+        re.search(rf'--extra "?{re.escape(extra)}"?(\s|$)', text) for extra in extras.split(",")
+    )
 
 
 def hadolint() -> str:
@@ -65,7 +72,7 @@ def test_image_is_pinned_non_root_and_runs_its_module(image: str) -> None:
     assert not any(line.startswith("RUN") for line in stage[stage.index(users[0]) :])
     assert f'ENTRYPOINT ["python", "-m", "{module}"]' in stage
     assert f'"driftwarden[{extra}]==' in text
-    assert f"--extra {extra}" in text
+    assert uv_extras_in(text, extra)
 
 
 def test_images_follow_the_project_pins() -> None:
@@ -93,3 +100,20 @@ def test_dockerignore_lets_in_only_what_the_images_copy() -> None:
             for source in sources:
                 assert source.rstrip("/") in allowed, f"{dockerfile}: {source} is ignored"
                 assert (ROOT / source).exists(), f"{dockerfile}: {source} does not exist"
+
+
+def test_the_job_image_carries_one_onnx_runtime_chosen_by_a_build_argument() -> None:
+    """onnxruntime and onnxruntime-gpu install the same module: two extras that uv keeps
+    apart, the CPU one by default in the image and in `make venv`."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    extras = project["project"]["optional-dependencies"]
+    assert not [d for d in extras["job"] if d.startswith("onnxruntime")]
+    (cpu,) = extras["ort-cpu"]
+    assert re.fullmatch(r"onnxruntime==\d+\.\d+\.\d+", cpu)
+    assert extras["ort-cuda"] == [cpu.replace("onnxruntime", "onnxruntime-gpu")]  # same release
+    assert [{"extra": "ort-cpu"}, {"extra": "ort-cuda"}] in project["tool"]["uv"]["conflicts"]
+    text = (ROOT / "optimizer_job/Dockerfile").read_text()
+    assert re.findall(r"^ARG ORT=(\S+)$", text, flags=re.MULTILINE) == ["cpu"]
+    assert 'case "$ORT" in cpu|cuda) ;;' in text  # any other value stops the build
+    sync = re.findall(r"^\t\$\(UV\) sync (.+)$", (ROOT / "Makefile").read_text(), re.MULTILINE)
+    assert sync and all("--all-extras --no-extra ort-cuda" in line for line in sync)

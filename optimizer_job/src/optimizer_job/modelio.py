@@ -215,12 +215,15 @@ def build_model(factory: str, kwargs: dict[str, Any]) -> nn.Module:
     return module
 
 
-def load_model(directory: Path | str, *, verify: bool = True) -> LoadedModel:
+def load_model(
+    directory: Path | str, *, verify: bool = True, device: torch.device | str = "cpu"
+) -> LoadedModel:
     """Build the model a directory (path, file:// or pvc:// URI) describes and load its
     weights, in eval mode.
 
     The MANIFEST is checked first (``verify``): a changed file is a ``ManifestError``
-    naming it.
+    naming it. A torch model loads on the CPU (callers move it); an ONNX model's execution
+    provider follows ``device`` (``onnxmodel.choose_providers``).
     """
     directory = resolve_uri(str(directory)) if "://" in str(directory) else Path(directory)
     if not directory.is_dir():
@@ -242,7 +245,7 @@ def load_model(directory: Path | str, *, verify: bool = True) -> LoadedModel:
 
         if verify and onnxmodel.ONNX_NAME not in read_manifest(directory):
             raise ManifestError(f"{directory}: {onnxmodel.ONNX_NAME} is not listed in MANIFEST")
-        module = onnxmodel.load(directory, meta).eval()
+        module = onnxmodel.load(directory, meta, device).eval()
         return LoadedModel(module=module, meta=meta, directory=directory)  # its tokenizer
     if verify and WEIGHTS_NAME not in read_manifest(directory):
         raise ManifestError(f"{directory}: {WEIGHTS_NAME} is not listed in MANIFEST")

@@ -10,6 +10,9 @@ interleaved latency timer of ``optimizer_job.evaluate``, prediction drift,
 ``optimizer_job.serving`` - runs the ORT model through the same code as a torch model. It
 computes with as many intra-op threads as torch is set to (``torch.set_num_threads``: the
 evaluate Job's pinned count, the serving Pod's CPU limit), one session per thread count.
+Its execution provider follows the device it is given (``choose_providers``): CUDA when the
+device is CUDA and the installed wheel has the provider (onnxruntime-gpu, the ``ort-cuda``
+extra), else the CPU; ``provider_note`` says plainly when a CUDA device ends up on the CPU.
 
 Export uses PyTorch's current exporter (``torch.onnx.export(..., dynamo=True)``: torch.export
 then onnxscript) with a dynamic batch axis. What the exported graph takes is described by an
@@ -64,6 +67,12 @@ MAX_ONNX_BYTES: Final = 2**31 - 1  # protobuf's limit for a model held in one fi
 
 GraphOptimization = Literal["disabled", "basic", "extended", "all"]
 OrtQuantization = Literal["none", "dynamic-int8", "static-int8"]
+
+CPU_PROVIDER: Final = "CPUExecutionProvider"
+CUDA_PROVIDER: Final = "CUDAExecutionProvider"
+# fp32 on the CUDA provider computes in fp32: no TF32 matrix products, whose 10-bit mantissa
+# would not reproduce PyTorch within VERIFY_TOLERANCE.
+CUDA_PROVIDER_OPTIONS: Final = {"use_tf32": "0"}
 
 _LEVELS: Final = {
     "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -314,14 +323,15 @@ class OnnxModule(nn.Module):
         data: bytes,
         *,
         graph_optimization: GraphOptimization = "all",
-        providers: Sequence[str] | None = None,
+        device: torch.device | str = "cpu",
         macs: int | None = None,
         feed: Feed | None = None,
     ) -> None:
         super().__init__()
         self.data = data
         self.graph_optimization: GraphOptimization = graph_optimization
-        self.providers = list(providers or default_providers())
+        self.device_type = torch.device(device).type
+        self.providers = choose_providers(self.device_type, ort.get_available_providers())
         self.macs = macs
         self.feed = feed or Feed()
         self.info = graph_info(data)
@@ -343,8 +353,11 @@ class OnnxModule(nn.Module):
                 options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
                 options.graph_optimization_level = _LEVELS[self.graph_optimization]
                 options.log_severity_level = 3
+                providers = [
+                    (p, CUDA_PROVIDER_OPTIONS) if p == CUDA_PROVIDER else p for p in self.providers
+                ]
                 try:
-                    session = ort.InferenceSession(self.data, options, providers=self.providers)
+                    session = ort.InferenceSession(self.data, options, providers=providers)
                 except Exception as error:  # ORT raises its own types for a graph it refuses
                     raise BadInputError(
                         f"ONNX Runtime refused the model: {_one_line(error)}"
@@ -371,14 +384,46 @@ class OnnxModule(nn.Module):
 
     @property
     def execution_provider(self) -> str:
+        """The provider the session computes with (ORT drops one it could not start)."""
         return str(self.session().get_providers()[0])
 
+    @property
+    def provider_note(self) -> str | None:
+        """Why a model meant for the CUDA device computes on the CPU, else None."""
+        return provider_note(self.device_type, self.providers, self.execution_provider)
 
-def default_providers() -> list[str]:
-    """CUDA where the installed wheel has it (onnxruntime-gpu on a CUDA node), else the CPU."""
-    available = ort.get_available_providers()
-    chosen = [p for p in ("CUDAExecutionProvider",) if p in available and torch.cuda.is_available()]
-    return [*chosen, "CPUExecutionProvider"]
+    def provider_notes(self) -> dict[str, str]:
+        """The provider (and any shortfall) as stage or evaluation notes: bounded values."""
+        notes = {"execution_provider": self.execution_provider}
+        note = self.provider_note
+        if note is not None:
+            notes["execution_provider_note"] = note
+        return notes
+
+
+def choose_providers(device_type: str, available: Sequence[str]) -> list[str]:
+    """The execution providers for a model on ``device_type`` ("cuda", "cpu", ...), given
+    the providers the installed onnxruntime has: CUDA first on a CUDA device where the wheel
+    has it (onnxruntime-gpu), the CPU always (last: ORT places what CUDA cannot run there)."""
+    if device_type == "cuda" and CUDA_PROVIDER in available:
+        return [CUDA_PROVIDER, CPU_PROVIDER]
+    return [CPU_PROVIDER]
+
+
+def provider_note(device_type: str, requested: Sequence[str], actual: str) -> str | None:
+    """A plain sentence when a CUDA device's model computes elsewhere, else None."""
+    if device_type != "cuda" or actual == CUDA_PROVIDER:
+        return None
+    if CUDA_PROVIDER not in requested:
+        return (
+            f"device cuda, but the installed onnxruntime {ORT_VERSION} has no {CUDA_PROVIDER} "
+            f"(the CPU wheel; build the Job image with ORT=cuda for onnxruntime-gpu): "
+            f"ONNX Runtime runs on {actual}"
+        )
+    return (
+        f"device cuda and onnxruntime has {CUDA_PROVIDER}, but ONNX Runtime could not start "
+        f"it (CUDA or cuDNN libraries; see the log): it runs on {actual}"
+    )
 
 
 @dataclass(frozen=True)
@@ -531,7 +576,7 @@ def save(module: OnnxModule, directory: Path, meta: dict[str, Any]) -> None:
     (directory / "model.json").write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
 
 
-def load(directory: Path, meta: dict[str, Any]) -> OnnxModule:
+def load(directory: Path, meta: dict[str, Any], device: torch.device | str = "cpu") -> OnnxModule:
     block = meta.get("onnx", {})
     level = str(block.get("graph_optimization", "all"))
     if level not in _LEVELS:
@@ -540,6 +585,7 @@ def load(directory: Path, meta: dict[str, Any]) -> OnnxModule:
     return OnnxModule(
         (directory / ONNX_NAME).read_bytes(),
         graph_optimization=level,  # type: ignore[arg-type]
+        device=device,
         macs=None if macs is None else int(macs),
         feed=Feed.from_json(block.get("feed")),
     )

@@ -107,9 +107,10 @@ def run_task(task: Task) -> RunResult:
     return result
 
 
-def load_inputs(task: Task) -> Inputs:
-    """The model and its tables, each checked against the model's input spec."""
-    loaded = load_model(storage.local_directory(task.model_uri))
+def load_inputs(task: Task, device: torch.device | str = "cpu") -> Inputs:
+    """The model and its tables, each checked against the model's input spec. An ONNX
+    model's execution provider follows ``device`` (a torch model loads on the CPU)."""
+    loaded = load_model(storage.local_directory(task.model_uri), device=device)
     features = task.data.features or loaded.feature_names or None
     text_column = task.data.text_column
     tokenizer = None
@@ -187,9 +188,16 @@ def evaluate_task(
     task: Task, device: torch.device, log: logging.Logger, started: float
 ) -> RunResult:
     estimate = check_memory(task)  # before reading the data: refuses what cannot fit
-    inputs = load_inputs(task)
+    inputs = load_inputs(task, device)
     model = inputs.loaded.module
     notes: Notes = {}
+    if inputs.loaded.is_onnx:
+        from optimizer_job import onnxmodel  # loaded already: modelio imported it for this model
+
+        assert isinstance(model, onnxmodel.OnnxModule)
+        notes.update(model.provider_notes())
+        if "execution_provider_note" in notes:
+            log.warning("evaluate: %s", notes["execution_provider_note"])
     if estimate is not None:
         notes["memory_estimate_mib"] = estimate // memory.MIB
     table, name = next(
@@ -510,7 +518,7 @@ def optimize_task(
         log.info("run %s already published at %s: returning its result", task.run_id, artifact_uri)
         distributed.leave()
         return recorded
-    inputs = load_inputs(task)
+    inputs = load_inputs(task, device)
     holdout = inputs.holdout
     if holdout is None or holdout.y is None:
         raise BadInputError("optimize needs a labelled data.holdout to measure the candidate")
@@ -593,7 +601,7 @@ def optimize_task(
         save_model(model, ctx.factory, ctx.kwargs, directory, extra_meta, copy_files=copy_files)
         # Measure what was written, as a reader will load it, side by side with the
         # model in use: the gates compare these two.
-        written = load_model(directory).module
+        written = load_model(directory, device=device).module
         details = MeasureDetails()
         paired_baseline, candidate, speed = measure_pair(
             loaded.module, written, holdout, device, task.evaluation, task.speed_decision, details

@@ -5,7 +5,8 @@
 the environment variable DriftWarden's promotion points at a new model version, which rolls
 the Deployment's Pods. The MANIFEST is checked before the model is used. A torch model
 directory is run by torch, an ONNX one (``format: onnx``, from the export stage) by ONNX
-Runtime, behind the same API and metrics; /readyz names the ``runtime``.
+Runtime, behind the same API and metrics; /readyz names the ``runtime`` (and, for ONNX, the
+``execution_provider``: the CPU's, as the server computes on the CPU like a torch model).
 
     POST /predict   {"instances": [row, ...]}  ->  {"predictions": [class, ...],
                     "probabilities": [[p, ...], ...], "model": uri}
@@ -114,7 +115,9 @@ class ServedModel:
             directory = storage.fetch_directory(uri)
         else:
             directory = resolve_uri(uri, pvc_root) if "://" in uri else Path(uri)
-        self.loaded: LoadedModel = load_model(directory)  # checks the MANIFEST first
+        # Checks the MANIFEST first. The server computes on the CPU (a torch model stays
+        # there), so an ONNX model gets ONNX Runtime's CPU execution provider.
+        self.loaded: LoadedModel = load_model(directory, device="cpu")
         self.manifest_sha256 = sha256_file(directory / MANIFEST_NAME)
         self.input_shape = self.loaded.input_shape
         if not self.input_shape and self.loaded.factory == hf.SEQUENCE_FACTORY:
@@ -135,6 +138,8 @@ class ServedModel:
         # The framework that computes: an ONNX model directory (model.onnx, format onnx) is
         # run by ONNX Runtime with torch's thread count, a torch one by torch.
         self.runtime = "onnxruntime" if self.loaded.is_onnx else "torch"
+        provider = getattr(self.loaded.module, "execution_provider", None)
+        self.execution_provider: str | None = None if provider is None else str(provider)
         counted = getattr(self.loaded.module, "parameter_count", None)
         self.parameters = (
             int(counted)
@@ -241,9 +246,10 @@ class ModelServer:
         self.model = model
         self.loaded.set()
         log.info(
-            "serving %s (%s, %d parameters, MANIFEST sha256 %s) with %d thread(s)",
+            "serving %s (%s%s, %d parameters, MANIFEST sha256 %s) with %d thread(s)",
             self.uri,
             model.runtime,
+            f" on {model.execution_provider}" if model.execution_provider else "",
             model.parameters,
             model.manifest_sha256[:12],
             self.threads,
@@ -292,6 +298,7 @@ def _handler_for(server: ModelServer) -> type[BaseHTTPRequestHandler]:
                             "manifest_sha256": model.manifest_sha256,
                             "parameters": model.parameters,
                             "runtime": model.runtime,
+                            "execution_provider": model.execution_provider,
                             "threads": server.threads,
                         },
                     )

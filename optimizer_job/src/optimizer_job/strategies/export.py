@@ -70,8 +70,11 @@ def apply(stage: ExportStage, model: nn.Module, ctx: StageContext) -> StageOutco
     data = onnxmodel.export(model, signature)
     export_seconds = time.perf_counter() - started
     macs = count_macs(model, rows[:1], torch.device("cpu"))
-    # Verified with the execution providers that will serve it (CUDA where the wheel has it).
-    exported = onnxmodel.OnnxModule(data, graph_optimization=stage.graph_optimization, feed=feed)
+    # Verified on the execution provider the run's device picks (CUDA on a CUDA device where
+    # the wheel has it, else the CPU; a shortfall is in the notes).
+    exported = onnxmodel.OnnxModule(
+        data, graph_optimization=stage.graph_optimization, device=ctx.device, feed=feed
+    )
     deviation = onnxmodel.compare(model, exported, rows)
     ctx.log.info("export: ONNX opset %s, %s", exported.info["opset"], deviation.describe())
     if not deviation.max_abs_diff <= onnxmodel.VERIFY_TOLERANCE:
@@ -89,16 +92,23 @@ def apply(stage: ExportStage, model: nn.Module, ctx: StageContext) -> StageOutco
         "graph_optimization": stage.graph_optimization,
         "quantize": stage.quantize,
         "inputs": ",".join(signature.input_names),
+        **exported.provider_notes(),
     }
+    if "execution_provider_note" in notes:
+        ctx.log.warning("export: %s", notes["execution_provider_note"])
     result = onnxmodel.OnnxModule(
-        data, graph_optimization=stage.graph_optimization, macs=macs, feed=feed
+        data, graph_optimization=stage.graph_optimization, device=ctx.device, macs=macs, feed=feed
     )
     if stage.quantize != "none":
         quantize_started = time.perf_counter()
         calibration = calibration_rows(ctx) if stage.quantize == "static-int8" else None
         quantized = onnxmodel.quantize(data, stage.quantize, calibration, feed)
         result = onnxmodel.OnnxModule(
-            quantized, graph_optimization=stage.graph_optimization, macs=macs, feed=feed
+            quantized,
+            graph_optimization=stage.graph_optimization,
+            device=ctx.device,
+            macs=macs,
+            feed=feed,
         )
         # Informational: int8 outputs differ by design; the gates judge the accuracy.
         after = onnxmodel.compare(model, result, rows)
