@@ -145,7 +145,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
                 _log.info("%s: %s", "This replica works" if active else "Standing by", reason)
 
             memo.follower = PeeringFollower(
-                runtime.kube,
+                Kube(load_api_client()),  # its own connection pool: a watch holds one
                 scopes=following,
                 peering=settings.peering.name,
                 identity=own_identity(),

@@ -144,6 +144,7 @@ class Rest:
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise ApiError(0, f"watch: {exc}") from None
         finally:
+            raw.close()  # never back into the pool half read
             raw.release_conn()
 
 
