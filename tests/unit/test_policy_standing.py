@@ -72,27 +72,29 @@ def kopf_pauses(status: dict[str, Any], *, initially_paused: bool) -> bool:
     return asyncio.run(decide())
 
 
-CASES: dict[str, tuple[dict[str, Any], bool]] = {
-    "alone": ({ME: record(PRIORITY, 1)}, True),
-    "empty status": ({}, True),
-    "a live peer of higher priority": ({ME: record(PRIORITY, 1), "b": record(200, 5)}, False),
-    "a higher peer whose record expired": ({"b": record(200, 61)}, True),
-    "a higher peer exactly at its deadline": ({"b": record(200, 60, lifetime=60)}, True),
-    "a higher peer with a short lifetime, expired": ({"b": record(200, 11, lifetime=10)}, True),
-    "a higher peer without lastseen (alive)": ({"b": record(200, None)}, False),
-    "a live peer of lower priority": ({"b": record(50, 5)}, True),
-    "a live peer of the same priority: all pause": ({"b": record(PRIORITY, 5)}, False),
-    "a same-priority peer whose record expired": ({"b": record(PRIORITY, 90)}, True),
-    "lower live, higher dead": ({"b": record(50, 5), "c": record(300, 120)}, True),
-    "lower live, higher live": ({"b": record(50, 5), "c": record(300, 5)}, False),
-    "my own record with another priority is not a peer": ({ME: record(999, 1)}, True),
-    "priority and lifetime default to 0 and 60": ({"b": {"lastseen": None}}, True),
-}
+def cases() -> dict[str, tuple[dict[str, Any], bool]]:
+    """Made when a test runs: the records' ages count from now, not from collection."""
+    return {
+        "alone": ({ME: record(PRIORITY, 1)}, True),
+        "empty status": ({}, True),
+        "a live peer of higher priority": ({ME: record(PRIORITY, 1), "b": record(200, 5)}, False),
+        "a higher peer whose record expired": ({"b": record(200, 61)}, True),
+        "a higher peer exactly at its deadline": ({"b": record(200, 60, lifetime=60)}, True),
+        "a higher peer with a short lifetime, expired": ({"b": record(200, 11, lifetime=10)}, True),
+        "a higher peer without lastseen (alive)": ({"b": record(200, None)}, False),
+        "a live peer of lower priority": ({"b": record(50, 5)}, True),
+        "a live peer of the same priority: all pause": ({"b": record(PRIORITY, 5)}, False),
+        "a same-priority peer whose record expired": ({"b": record(PRIORITY, 90)}, True),
+        "lower live, higher dead": ({"b": record(50, 5), "c": record(300, 120)}, True),
+        "lower live, higher live": ({"b": record(50, 5), "c": record(300, 5)}, False),
+        "my own record with another priority is not a peer": ({ME: record(999, 1)}, True),
+        "priority and lifetime default to 0 and 60": ({"b": {"lastseen": None}}, True),
+    }
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", list(cases()))
 def test_the_standing_follows_kopfs_rules(case: str) -> None:
-    status, active = CASES[case]
+    status, active = cases()[case]
     got = ours(status)
     assert got.active is active, got
     for initially_paused in (True, False):
