@@ -33,8 +33,8 @@ from typing import Any
 
 import urllib3
 import yaml
-from kubernetes import client, config
-from operator_process import OperatorProcess, wait_for
+from kubernetes import client, config, watch
+from operator_process import OperatorProcess
 
 from devcluster.controlplane import Cluster
 
@@ -186,37 +186,73 @@ def histogram_quantile(metrics_text: str, name: str, quantile: float) -> float |
     return lower_bound
 
 
-def _settled(cluster: Cluster, namespace: str, count: int) -> Callable[[], int | None]:
-    config.load_kube_config(str(cluster.kubeconfig))
-    api = client.CustomObjectsApi()
+def _is_settled(item: dict[str, Any]) -> bool:
+    generation = item["metadata"].get("generation")
+    status = item.get("status") or {}
+    ready = [c for c in status.get("conditions") or [] if c["type"] == "Ready"]
+    return bool(
+        status.get("observedGeneration") == generation
+        and ready
+        and ready[0].get("observedGeneration") == generation
+    )
 
-    def check() -> int | None:
-        try:
-            response = api.list_namespaced_custom_object(
-                "driftwarden.io",
-                "v1alpha1",
-                namespace,
-                "modeloptimizations",
-                _preload_content=False,
-                _request_timeout=300,
+
+def wait_settled(
+    cluster: Cluster, namespace: str, count: int, timeout: float, operator: OperatorProcess
+) -> None:
+    """Until ``count`` resources are settled: one LIST, then a watch from its version (a
+    LIST of 10,000 resources every few seconds would load the apiserver it measures)."""
+    configuration = client.Configuration()
+    config.load_kube_config(str(cluster.kubeconfig), client_configuration=configuration)
+    api = client.CustomObjectsApi(client.ApiClient(configuration))
+    where = ("driftwarden.io", "v1alpha1", namespace, "modeloptimizations")
+    deadline = time.monotonic() + timeout
+    settled: set[str] = set()
+    version: str | None = None
+    while len(settled) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"{len(settled)} of {count} settled after {timeout:.0f} s:\n{operator.log_tail()}"
             )
+        if not operator.running:
+            raise AssertionError(f"the operator exited:\n{operator.log_tail()}")
+        try:
+            if version is None:
+                response = api.list_namespaced_custom_object(
+                    *where, _preload_content=False, _request_timeout=300
+                )
+                listing = json.loads(response.data)
+                settled = {i["metadata"]["name"] for i in listing["items"] if _is_settled(i)}
+                version = str(listing["metadata"]["resourceVersion"])
+                continue
+            stream = watch.Watch().stream(
+                api.list_namespaced_custom_object,
+                *where,
+                resource_version=version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=60,
+                _request_timeout=90,
+            )
+            for event in stream:
+                body = event["object"]
+                if event["type"] == "ERROR":  # 410: the version is too old
+                    version = None
+                    break
+                version = str(body["metadata"]["resourceVersion"])
+                name = body["metadata"].get("name")
+                if event["type"] in ("ADDED", "MODIFIED") and _is_settled(body):
+                    settled.add(name)
+                elif event["type"] != "BOOKMARK":
+                    settled.discard(name)
+                if len(settled) >= count:
+                    return
+        except client.ApiException as error:
+            if error.status == 410:
+                version = None
+            else:
+                time.sleep(1)
         except (TimeoutError, OSError, urllib3.exceptions.HTTPError):
-            return None  # a busy apiserver: ask again
-        items = json.loads(response.data)["items"]
-        done = 0
-        for item in items:
-            generation = item["metadata"].get("generation")
-            status = item.get("status") or {}
-            ready = [c for c in status.get("conditions") or [] if c["type"] == "Ready"]
-            if (
-                status.get("observedGeneration") == generation
-                and ready
-                and ready[0].get("observedGeneration") == generation
-            ):
-                done += 1
-        return done if done >= count else None
-
-    return check
+            time.sleep(1)  # a busy apiserver: watch again from the last version
 
 
 def run_scale(
@@ -227,7 +263,7 @@ def run_scale(
     *,
     idle_after: float = 10.0,
     idle_window: float = 60.0,
-    settle_timeout: float = 900.0,
+    settle_timeout: float | None = None,
     operator_src: str | None = None,
 ) -> dict[str, Any]:
     """The scenario; a report of what was measured (see the module's docstring)."""
@@ -238,6 +274,8 @@ def run_scale(
         resync_seconds=None,  # the production default
         extra_env={"PYTHONPATH": operator_src} if operator_src else None,
     )
+    if settle_timeout is None:  # the goal is 10 min for 10,000; a busy machine is slower
+        settle_timeout = max(900.0, 0.3 * count)
     report: dict[str, Any] = {"resources": count, "loadavg_start": os.getloadavg()}
     with operator.start(ready_timeout=180):
         assert operator.proc is not None
@@ -248,13 +286,7 @@ def run_scale(
         create_concurrently(cluster, namespace, count)
         created = time.monotonic()
         report["create_seconds"] = round(created - started, 1)
-        wait_for(
-            f"{count} resources settled",
-            _settled(cluster, namespace, count),
-            settle_timeout,
-            operator,
-            interval=2,
-        )
+        wait_settled(cluster, namespace, count, settle_timeout, operator)
         report["settle_seconds"] = round(time.monotonic() - started, 1)
         report["settle_after_last_create_seconds"] = round(time.monotonic() - created, 1)
         report["rss_mib_settled"] = round(rss_mib(pid), 1)
