@@ -148,6 +148,14 @@ class Scheduler:
                 return
 
     def _work(self, key: Hashable) -> None:
+        with self._cond:
+            if not self._active:  # stood by between its dispatch and now: due again at once
+                self._running.discard(key)
+                self._again.discard(key)
+                self._slots.release()
+                if key not in self._forgotten:
+                    self._schedule(key, self._clock())
+                return
         delay: float | None
         try:
             delay = self._run(key)
