@@ -16,6 +16,9 @@ mandatory peering); the tests wait for that line, never for a quiet moment.
 - The working replica SIGKILLed while a temporary fix is on: the standby takes over and
   adopts the fix from the Deployment's record: no second raise (the Deployment's
   generation and its ReplicaSets are unchanged), then reverts it once when asked.
+- A replica of higher priority joins a working one: the new one works, the old one stands
+  by and runs no pass at all (not even those it had scheduled) while the other works,
+  and works again, passes due included, when the other exits.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from operator_process import (
     report_timing,
     wait_for,
 )
+from scale_support import manifests
 from test_loop_fix_safety import (
     NAME as FIX_NAME,
 )
@@ -70,6 +74,7 @@ PEERING = "driftwarden"  # the operator's default peering name (--peering-name)
 PRIMARY, STANDBY = 2_000, 1_000
 TAKEOVER_LIMIT = 90.0  # kopf's keep-alive lifetime (60 s) and the time to notice
 RESUMED = "Resuming operations after the pause"
+PAUSED = "Pausing operations in favour of"
 RESYNC = 2.0
 
 
@@ -111,8 +116,23 @@ def passes(operator: OperatorProcess) -> float:
     return value or 0.0
 
 
-def resumed(operator: OperatorProcess) -> bool:
-    return RESUMED in operator.log_path.read_text(errors="replace")
+def resumed(operator: OperatorProcess, times: int = 1) -> bool:
+    return operator.log_path.read_text(errors="replace").count(RESUMED) >= times
+
+
+def paused(operator: OperatorProcess) -> bool:
+    """kopf saw a live replica of higher priority in the peering object."""
+    return PAUSED in operator.log_path.read_text(errors="replace")
+
+
+def active(operator: OperatorProcess) -> float | None:
+    """The replica's own driftwarden_operator_active gauge (1 works, 0 stands by)."""
+    return metric(operator.metrics(), "driftwarden_operator_active", {})
+
+
+def passes_beyond(operator: OperatorProcess, count: float) -> Any:
+    """A check for wait_for: the replica's pass count once it exceeds ``count``."""
+    return lambda: (lambda now: now if now > count else None)(passes(operator))
 
 
 def start_together(*replicas: OperatorProcess) -> None:
@@ -271,3 +291,51 @@ def test_the_standby_adopts_an_active_fix_and_never_raises_it_again(
     reasons = event_reasons(devcluster, namespace, FIX_NAME)
     assert reasons.count("TemporaryFixApplied") == 1, reasons
     assert reasons.count("TemporaryFixReverted") == 1, reasons
+
+
+def test_a_replica_of_higher_priority_takes_over_and_the_other_runs_no_pass(
+    devcluster: Cluster,
+    namespace: str,
+    operators: list[OperatorProcess],
+    tmp_path: Path,
+) -> None:
+    """kopf pauses its own handlers on the replica that loses the peering; the passes that
+    replica had already scheduled (every resource is due every RESYNC seconds: a PVC it
+    waits for is missing) must stop too, and come back when it works again."""
+    peering_object(devcluster, namespace)
+    count = 4
+    devcluster.kubectl("apply", "-f", "-", input=manifests(namespace, count))
+    old = replica(devcluster, namespace, operators, tmp_path / "old.log", STANDBY)
+    old.start(ready_timeout=120)
+    wait_for("the old replica to work", lambda: resumed(old), 120, old)
+    # Every resource passed a few times: passes are scheduled ahead in the old replica.
+    wait_for("the old replica's passes", passes_beyond(old, 3 * count), 300, old)
+
+    new = replica(devcluster, namespace, operators, tmp_path / "new.log", PRIMARY)
+    new.start(ready_timeout=120)
+    wait_for("the new replica to work", lambda: resumed(new), 180, new)
+    wait_for("the old replica to see the new one", lambda: paused(old), 180, old)
+    # A pass the old replica was running when it saw the new one finishes: give it the
+    # time of a round of the new replica's passes over every resource, then measure.
+    wait_for("a round of the new replica", passes_beyond(new, count), 300, new)
+    before = passes(old)
+    seen = passes(new)
+    # Three rounds of the new replica over every resource (each is due every RESYNC s).
+    working = wait_for(
+        "three rounds of the new replica", passes_beyond(new, seen + 3 * count), 300, new
+    )
+    after = passes(old)
+    report_timing(
+        test="higher priority joins",
+        new_passes=working - seen,
+        old_passes=after - before,
+    )
+    assert after == before, (before, after, old.log_tail())
+    assert active(old) == 0 and active(new) == 1
+
+    # The new replica exits cleanly (its keep-alive goes with it): the old one works
+    # again at once and runs the passes that fell due meanwhile.
+    new.stop()
+    wait_for("the old replica to work again", lambda: resumed(old, 2), 120, old)
+    wait_for("the old replica's passes again", passes_beyond(old, after + count), 120, old)
+    assert active(old) == 1

@@ -278,3 +278,14 @@ def test_serve_exposes_the_registry_over_http() -> None:
         server.shutdown()
         server.server_close()
     assert 'driftwarden_drift_score{name="fraud",namespace="prod"} 0.31' in body
+
+
+def test_operator_active_is_one_unlabelled_gauge_that_follows_the_standing() -> None:
+    metrics = OperatorMetrics()
+    assert value(scrape(metrics), "driftwarden_operator_active") == 1
+    metrics.set_active(False)
+    evaluate(metrics, "prod", "fraud")
+    samples = scrape(metrics)
+    assert value(samples, "driftwarden_operator_active") == 0  # one series, no labels
+    metrics.set_active(True)
+    assert value(scrape(metrics), "driftwarden_operator_active") == 1

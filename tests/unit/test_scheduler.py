@@ -126,3 +126,34 @@ def test_a_failing_pass_is_retried_with_backoff_and_a_forgotten_one_stops() -> N
         assert scheduler.pending() <= 1
     finally:
         scheduler.stop()
+
+
+def test_standing_by_no_pass_starts_a_running_one_finishes_due_ones_run_on_resume() -> None:
+    inside, release, finished = threading.Event(), threading.Event(), threading.Event()
+    runs: list[Hashable] = []
+
+    def run(key: Hashable) -> float | None:
+        runs.append(key)
+        if key == "slow" and runs.count("slow") == 1:
+            inside.set()
+            release.wait(5)
+            finished.set()
+        return 0.01  # due again at once: an ungated scheduler would run it ~30 times below
+
+    scheduler = Scheduler(run, workers=4)
+    scheduler.start()
+    try:
+        scheduler.wake("slow")
+        assert inside.wait(5)
+        scheduler.set_active(False)
+        assert not scheduler.active
+        scheduler.wake("woken")  # an event while standing by: kept, not run
+        release.set()
+        assert finished.wait(5)  # the pass that was running finished
+        time.sleep(0.3)
+        assert runs == ["slow"]
+        assert scheduler.pending() == 2  # both due, neither started
+        scheduler.set_active(True)
+        wait_until(lambda: "woken" in runs and runs.count("slow") >= 3)
+    finally:
+        scheduler.stop()

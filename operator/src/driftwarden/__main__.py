@@ -11,8 +11,6 @@ Credentials: in-cluster when running in a Pod, else KUBECONFIG / ~/.kube/config.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import sys
 from collections.abc import Sequence
 
@@ -34,12 +32,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("kubernetes").setLevel(logging.WARNING)
     # kopf names itself after getpass.getuser() unless POD_ID is set, and that fails for
     # a uid with no passwd entry (65532 in the restricted images): use the Pod's name.
-    os.environ.setdefault(
-        "POD_ID", os.environ.get("POD_NAME") or f"driftwarden@{socket.gethostname()}/{os.getpid()}"
-    )
+    identity = handlers.own_identity()
     if config.standalone is False:
         # --peering: be in the peering object before kopf decides who works.
-        peering.announce_and_settle(config, os.environ["POD_ID"])
+        peering.announce_and_settle(config, identity)
     registry = kopf.OperatorRegistry()
     handlers.register(registry, config)
     kopf.run(

@@ -13,11 +13,13 @@ Handlers are `def`: they only wake the scheduler (the delete handler reverts and
 back inline, as before); the kubernetes client blocks, and passes run in the
 scheduler's threads, never kopf's.
 
-Known gap (issue 16, peering): kopf pauses its handlers on a standby replica, but not this
-scheduler, so a replica that was active and became standby keeps the passes it had
-scheduled. That is safe (deterministic Job names, conditional status writes, a fix adopted
-from its record) but not idle; gating the scheduler on kopf's pause state is left to the
-high-availability work.
+Peering (several replicas, one works): kopf pauses its own handlers on a replica that sees
+a live replica of higher priority, but the passes run in the scheduler, not in kopf. So
+the startup handler also follows the peering objects (services.standing, kopf's rules in
+policy.standing) and holds the scheduler while this replica stands by: a replica that
+worked and then stood by starts no pass at all (one already running finishes; its writes
+are conditional), and runs every pass that fell due when it works again.
+driftwarden_operator_active says which replica works.
 
 `python -m driftwarden` registers these into its own registry with the configuration from
 its arguments; `kopf run -m driftwarden.handlers` gets them in kopf's default registry,
@@ -27,6 +29,8 @@ configured from DRIFTWARDEN_* environment variables.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections.abc import Hashable
 from typing import Any, cast
 
@@ -46,6 +50,7 @@ from driftwarden.services.reconcile import (
     reconcile,
     release,
 )
+from driftwarden.services.standing import PeeringFollower
 from driftwarden.services.target import KubeTargetApi
 
 _log = logging.getLogger(__name__)
@@ -123,15 +128,39 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
             target=KubeTargetApi(api_client),
         )
         memo.runtime = runtime
-        memo.scheduler = Scheduler(
+        following = follows_peering(settings, config)
+        scheduler = Scheduler(
             lambda key: scheduled_pass(runtime, key),
             workers=operator_settings.RECONCILE_THREADS,
+            active=following is None,  # following peering: idle until the first judgement
         )
-        memo.scheduler.start()
+        memo.scheduler = scheduler
+        metrics.set_active(following is None)
+        scheduler.start()
+        if following is not None:
+
+            def standing_changed(active: bool, reason: str) -> None:
+                scheduler.set_active(active)
+                metrics.set_active(active)
+                _log.info("%s: %s", "This replica works" if active else "Standing by", reason)
+
+            memo.follower = PeeringFollower(
+                Kube(load_api_client()),  # its own connection pool: a watch holds one
+                scopes=following,
+                peering=settings.peering.name,
+                identity=own_identity(),
+                priority=settings.peering.priority,
+                mandatory=settings.peering.mandatory,
+                on_change=standing_changed,
+            )
+            memo.follower.start()
         _log.info("DriftWarden started; metrics on :%s", config.metrics_port or "(off)")
 
     @kopf.on.cleanup(registry=registry)
     def cleanup(memo: Any, **_: Any) -> None:
+        follower = getattr(memo, "follower", None)
+        if isinstance(follower, PeeringFollower):
+            follower.stop()
         scheduler = getattr(memo, "scheduler", None)
         if isinstance(scheduler, Scheduler):
             scheduler.stop()
@@ -211,8 +240,32 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         runtime.claims.forget(_namespaced(namespace), name)
 
 
+def own_identity() -> str:
+    """This replica's name in the peering object. kopf takes POD_ID when set (else a name
+    with a random part nobody else can know), so set it before kopf starts."""
+    return os.environ.setdefault(
+        "POD_ID", os.environ.get("POD_NAME") or f"driftwarden@{socket.gethostname()}/{os.getpid()}"
+    )
+
+
+def follows_peering(
+    settings: kopf.OperatorSettings, config: OperatorConfig
+) -> list[str | None] | None:
+    """The peering objects whose records gate the scheduler: kopf's own (the cluster's,
+    or one per watched namespace); None when standalone."""
+    if settings.peering.standalone:
+        return None
+    if settings.peering.clusterwide:
+        return [None]
+    if config.namespaces:
+        return list(config.namespaces)
+    _log.warning("namespaced peering without known namespaces: passes are not gated")
+    return None
+
+
 def _register_default() -> None:
     """For `kopf run -m driftwarden.handlers`: kopf's default registry, env config."""
+    own_identity()
     register(kopf.get_default_registry(), OperatorConfig.from_env())
 
 

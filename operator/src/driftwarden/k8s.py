@@ -15,10 +15,11 @@ import json
 import socket
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, cast
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -27,6 +28,11 @@ from driftwarden.builders import names
 Json = dict[str, Any]
 
 REQUEST_TIMEOUT: Final = 30.0
+# A watch: the apiserver ends it after WATCH_SECONDS; a stream silent for longer than
+# WATCH_INACTIVITY (no event, no bookmark) is given up (a dead connection, kopf#1276).
+WATCH_SECONDS: Final = 270
+WATCH_INACTIVITY: Final = 70.0
+CONNECT_TIMEOUT: Final = 10.0
 # Accept header of a metadata-only read (PartialObjectMetadata): no data, no spec.
 MERGE_PATCH: Final = "application/merge-patch+json"
 
@@ -104,6 +110,42 @@ class Rest:
             raise _error(ApiException(http_resp=response))
         data: Json = json.loads(cast(bytes, response.data))
         return data
+
+    def stream(self, path: str, *, query: Mapping[str, Any]) -> Iterator[Json]:
+        """A watch: one JSON document per line until the server ends it. A read that
+        waits longer than WATCH_INACTIVITY, or a broken connection, raises ApiError."""
+        params = self._client.param_serialize(
+            "GET",
+            path,
+            query_params=[(k, v) for k, v in query.items() if v is not None],
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = self._client.call_api(
+                *params, _request_timeout=(CONNECT_TIMEOUT, WATCH_INACTIVITY)
+            )
+        except ApiException as exc:
+            raise _error(exc) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise ApiError(0, f"watch: {exc}") from None
+        raw = response.response
+        try:
+            if not 200 <= int(response.status) < 300:
+                response.read()  # type: ignore[no-untyped-call]
+                raise _error(ApiException(http_resp=response))
+            pending = b""
+            for chunk in raw.stream(amt=None):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield cast(Json, json.loads(line))
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise ApiError(0, f"watch: {exc}") from None
+        finally:
+            raw.close()  # never back into the pool half read
+            raw.release_conn()
 
 
 def _custom_path(namespace: str, name: str | None = None) -> str:
@@ -305,12 +347,7 @@ class Kube:
     ) -> bool:
         """Merge this replica's keep-alive record (kopf's format) into the status of the
         peering object, as kopf's own keep-alive does; False when the object is absent."""
-        base = f"/apis/{PEERING_GROUP}/{PEERING_VERSION}"
-        path = (
-            f"{base}/clusterkopfpeerings/{peering}"
-            if namespace is None
-            else f"{base}/namespaces/{namespace}/kopfpeerings/{peering}"
-        )
+        path = f"{_peerings_path(namespace)}/{peering}"
         try:
             self._call(
                 "PATCH", path, body={"status": {identity: dict(record)}}, content_type=MERGE_PATCH
@@ -318,3 +355,37 @@ class Kube:
         except NotFoundError:
             return False
         return True
+
+    def list_peering(self, namespace: str | None, peering: str) -> tuple[Json | None, str]:
+        """The peering object (None: absent) and the resourceVersion to watch from.
+        NotFoundError: the peering CRD is not installed."""
+        found = self._call(
+            "GET",
+            _peerings_path(namespace),
+            query={"fieldSelector": f"metadata.name={peering}"},
+        )
+        items = found.get("items") or []
+        return (items[0] if items else None), str(found["metadata"]["resourceVersion"])
+
+    def watch_peering(
+        self, namespace: str | None, peering: str, resource_version: str
+    ) -> Iterator[Json]:
+        """Watch events of the peering object from ``resource_version`` (with bookmarks)
+        until the server ends the watch (WATCH_SECONDS)."""
+        return self._rest.stream(
+            _peerings_path(namespace),
+            query={
+                "watch": "true",
+                "fieldSelector": f"metadata.name={peering}",
+                "resourceVersion": resource_version,
+                "allowWatchBookmarks": "true",
+                "timeoutSeconds": WATCH_SECONDS,
+            },
+        )
+
+
+def _peerings_path(namespace: str | None) -> str:
+    base = f"/apis/{PEERING_GROUP}/{PEERING_VERSION}"
+    if namespace is None:
+        return f"{base}/clusterkopfpeerings"
+    return f"{base}/namespaces/{namespace}/kopfpeerings"

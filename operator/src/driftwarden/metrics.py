@@ -197,6 +197,7 @@ class OperatorMetrics:
         self._lock = threading.Lock()
         self._resources: dict[tuple[str, str], _ResourceState] = {}
         self._reconcile = _Buckets(RECONCILE_BUCKETS_SECONDS)
+        self._active = True
         self.registry.register(self)
 
     # -- what the operator records -------------------------------------------------
@@ -297,6 +298,11 @@ class OperatorMetrics:
         with self._lock:
             self._reconcile.observe(seconds)
 
+    def set_active(self, active: bool) -> None:
+        """Whether this replica works (1) or stands by for another one (0, kopf peering)."""
+        with self._lock:
+            self._active = active
+
     def forget(self, namespace: str, name: str) -> None:
         """Drop every series of a deleted resource."""
         with self._lock:
@@ -321,6 +327,7 @@ class OperatorMetrics:
             families.reconcile_duration.add_metric(
                 [], self._reconcile.cumulative(), self._reconcile.sum
             )
+            families.operator_active.add_metric([], int(self._active))
         yield from families.all()
 
     def _state(self, namespace: str, name: str) -> _ResourceState:
@@ -383,6 +390,12 @@ class _Families:
             "Wall time of one reconcile pass of the operator.",
             labels=[],
         )
+        self.operator_active = GaugeMetricFamily(
+            PREFIX + "operator_active",
+            "1 while this replica works, 0 while it stands by for a replica of higher "
+            "priority (kopf peering): exactly one replica should be at 1.",
+            labels=[],
+        )
 
     def all(self) -> Iterator[Metric]:
         yield from self.gauges.values()
@@ -392,6 +405,7 @@ class _Families:
             self.runs,
             self.run_duration,
             self.reconcile_duration,
+            self.operator_active,
         )
 
     def add_resource(self, labels: Sequence[str], state: _ResourceState) -> None:

@@ -11,6 +11,10 @@ every resource.
   dependency (each outbound call has its own deadline) holds one of these threads, never
   kopf's own, and never more than one per resource.
 - A pass that raised is tried again with backoff (2, 5, 10, 30, 60 s).
+- While this replica stands by (``set_active(False)``: another replica works, kopf
+  peering) no pass starts at all; wakes and due times are kept, and when it works again
+  every pass that fell due meanwhile runs. A pass already running finishes (its writes
+  are conditional on what it read).
 """
 
 from __future__ import annotations
@@ -34,9 +38,15 @@ Pass = Callable[[Hashable], float | None]
 
 class Scheduler:
     def __init__(
-        self, run: Pass, *, workers: int, clock: Callable[[], float] = time.monotonic
+        self,
+        run: Pass,
+        *,
+        workers: int,
+        clock: Callable[[], float] = time.monotonic,
+        active: bool = True,
     ) -> None:
         self._run = run
+        self._active = active
         self._clock = clock
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int, Hashable]] = []
@@ -59,6 +69,17 @@ class Scheduler:
             self._stopped = True
             self._cond.notify_all()
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def set_active(self, active: bool) -> None:
+        """Work (True) or stand by (False): no pass starts while standing by."""
+        with self._cond:
+            self._active = active
+            self._cond.notify_all()
+
+    @property
+    def active(self) -> bool:
+        with self._cond:
+            return self._active
 
     def wake(self, key: Hashable, delay: float = 0.0) -> None:
         """Run the pass of ``key`` in ``delay`` seconds, or sooner if it was due sooner."""
@@ -92,6 +113,9 @@ class Scheduler:
     def _next_due(self) -> Hashable | None:
         """Under the lock: the earliest due key, waiting until it is due."""
         while not self._stopped:
+            if not self._active:
+                self._cond.wait()
+                continue
             while self._heap and self._due.get(self._heap[0][2]) != self._heap[0][0]:
                 heapq.heappop(self._heap)  # superseded or forgotten
             if not self._heap:
@@ -124,6 +148,14 @@ class Scheduler:
                 return
 
     def _work(self, key: Hashable) -> None:
+        with self._cond:
+            if not self._active:  # stood by between its dispatch and now: due again at once
+                self._running.discard(key)
+                self._again.discard(key)
+                self._slots.release()
+                if key not in self._forgotten:
+                    self._schedule(key, self._clock())
+                return
         delay: float | None
         try:
             delay = self._run(key)
