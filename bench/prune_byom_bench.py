@@ -13,9 +13,10 @@ interleaved rounds (``_timing.interleaved_latency``) on the threads torch gives 
             (random weights: speed does not depend on their values; no fine-tuning)
     accuracy  the tiny text task of optimizer_job.example_hf (a 2-layer BERT, WordPiece
               tokenizer trained locally, synthetic sentences): a run retrained for 8 epochs
-              against the same run followed by prune 50 % + 3 epochs of fine-tuning (the job's
-              runner, holdout accuracy as the run reports it); and the tiny ViT task of
-              tests/job/test_prune_transformers.py (heads + MLP 50 %, 3 epochs fine-tuning)
+              against the same run followed by prune 50 % + 3 epochs of fine-tuning, and by
+              the int8 quantize stage (the job's runner, holdout accuracy as the run
+              reports it); and the tiny ViT task of tests/job/test_prune_transformers.py
+              (heads + MLP 50 %, 3 epochs fine-tuning)
 
     .venv/bin/python bench/prune_byom_bench.py                      # all
     .venv/bin/python bench/prune_byom_bench.py --only speed --rounds 9
@@ -36,7 +37,7 @@ from torch import nn
 
 from _timing import interleaved_latency, load_average, machine
 from optimizer_job import hf, training
-from optimizer_job.contract import DataRefs, PruneStage, RetrainStage, Task
+from optimizer_job.contract import DataRefs, PruneStage, QuantizeStage, RetrainStage, Task
 from optimizer_job.dataio import Table
 from optimizer_job.example_hf import make_text_example
 from optimizer_job.modelio import build_model
@@ -143,6 +144,7 @@ def text_accuracy() -> None:
         for name, stages in (
             ("retrained", [retrain]),
             ("retrained + pruned 50 %", [retrain, prune]),
+            ("retrained + int8", [retrain, QuantizeStage(mode="int8")]),
         ):
             task = Task(
                 kind="optimize", namespace="bench", optimization="text", run_id=f"r-{len(results)}",
