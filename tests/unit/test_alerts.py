@@ -39,6 +39,7 @@ EXPECTED_ALERTS = {
     "DriftWardenTemporaryFixActiveTooLong",
     "DriftWardenEvaluationStale",
     "DriftWardenOperatorDown",
+    "DriftWardenNoActiveReplica",
 }
 # Grafana's variables, replaced by values so that promtool can parse the queries.
 GRAFANA_VARIABLES = {
