@@ -286,13 +286,20 @@ def test_the_loop_keeps_its_invariants_under_api_faults_and_kills(
 
     # The resource is deleted while the faults go on: the finalizer reverts the fix.
     devcluster.kubectl("delete", "mo", NAME, "-n", namespace, "--wait=false")
-    wait_for(
-        "the resource to be gone",
-        lambda: devcluster.kubectl("get", "mo", NAME, "-n", namespace, check=False).returncode != 0,
-        600,
-        None,
-        interval=2,
-    )
+    try:
+        wait_for(
+            "the resource to be gone",
+            lambda: (
+                devcluster.kubectl("get", "mo", NAME, "-n", namespace, check=False).returncode != 0
+            ),
+            600,
+            operator,
+            interval=2,
+        )
+    except AssertionError as exc:
+        raise AssertionError(
+            f"{exc}\n{observer.summary()}\nproxy: {proxy.stats()}\n{operator.log_tail(80)}"
+        ) from None
     counts = proxy.stats()
     proxy.configure(enabled=False)
     observer.poll_jobs()

@@ -337,3 +337,62 @@ def test_delete_while_the_deployment_refuses_writes_keeps_the_finalizer_until_re
     back = deployment(devcluster, namespace, SERVER)
     assert container_of(back)["resources"] == ORIGINAL
     assert handed_back(back), back["metadata"]
+
+
+def test_a_promotion_after_a_revert_whose_status_was_lost_keeps_the_resources(
+    devcluster: Cluster,
+    namespace: str,
+    operators: list[OperatorProcess],
+    tmp_path: Path,
+) -> None:
+    """Found by the chaos test (a container left with ``resources: {}``): the operator dies
+    right after a revert's apply, before it hands the restored fields back and before its
+    status says so. The next pass promotes an approved run before it finishes the revert;
+    that apply must not drop the restored requests and limits, which DriftWarden's
+    revert had applied and so owned alone (an apply that leaves out an owned field
+    deletes it)."""
+    root, data = slow_model_and_data()
+    model = f"file://{root}/model"
+    apply_yaml(devcluster, namespace, idle_deployment(model, SERVER))
+    fix = {"cpuPercent": 200, "memoryPercent": 100, "expiresAfter": "1h"}
+    # Gates any int8 run of the wide CNN passes: the run becomes a Manual candidate.
+    gates = {"maxAccuracyDropPercent": 100, "maxSlowdownPercent": 1000}
+    manifest = always_breached(NAME, root, data, SERVER, fix=fix, gates=gates)
+    manifest["spec"]["promotion"] = {"mode": "Manual"}
+    apply_yaml(devcluster, namespace, manifest)
+    operator = start_loop_operator(
+        devcluster, namespace, operators, tmp_path, crash_at="fix-reverted"
+    )
+    waiting = wait_status(
+        "the fix and a candidate awaiting approval",
+        devcluster,
+        namespace,
+        NAME,
+        lambda s: fix_active(s) and bool(s.get("candidate")),
+        operator,
+        timeout=600,
+    )
+    assert resources(devcluster, namespace) == RAISED
+
+    # The revert's apply, then the operator dies: values restored, record gone, status not.
+    disable_fix(devcluster, namespace)
+    assert operator.wait(300) == 137, operator.log_tail()
+    assert resources(devcluster, namespace) == ORIGINAL
+    assert fix_active(get_json(devcluster, "mo", NAME, "-n", namespace)["status"])
+
+    # Approved while the operator is down: the next pass promotes before it reverts.
+    run_id = waiting["candidate"]["runId"]
+    patch_mo(devcluster, namespace, {"spec": {"promotion": {"approvedRunId": run_id}}})
+    operator.start()
+    done = wait_status(
+        "the promotion and the finished revert",
+        devcluster,
+        namespace,
+        NAME,
+        lambda s: fix_off(s) and (s.get("promoted") or {}).get("runId") == run_id,
+        operator,
+    )
+    back = deployment(devcluster, namespace, SERVER)
+    assert container_of(back)["resources"] == ORIGINAL, condition(done, "TemporaryFixActive")
+    assert RECORD not in (back["metadata"].get("annotations") or {})
+    assert "driftwarden.io/promoted-run" in back["metadata"]["annotations"]

@@ -12,6 +12,7 @@ from driftwarden.policy.ownership import (
     container_key,
     detach_patch,
     owned_env_names,
+    owned_resources,
     release_fields,
     release_patch,
     resource_paths,
@@ -125,3 +126,29 @@ def test_owned_env_names_are_the_values_we_applied() -> None:
     assert owned_env_names([THEIRS, OURS], "server") == ["MODEL_URI"]
     assert owned_env_names([THEIRS], "server") == []
     assert owned_env_names([OURS], "sidecar") == []
+
+
+def test_owned_resources_are_the_live_values_of_the_fields_we_applied() -> None:
+    # Every apply carries these: one that left them out would delete them (a promotion
+    # after a revert whose hand-back never ran emptied a container's resources that way).
+    live = ResourceValues(
+        requests={"cpu": "500m", "memory": "256Mi"}, limits={"cpu": "1", "memory": "512Mi"}
+    )
+    assert owned_resources([THEIRS, OURS], "server", live) == ResourceValues(
+        requests={"cpu": "500m"}, limits={"cpu": "1", "memory": "512Mi"}
+    )
+    assert owned_resources([THEIRS], "server", live) == ResourceValues()
+    assert owned_resources([OURS], "sidecar", live) == ResourceValues()
+    # Owned but gone from the object: nothing to keep.
+    assert owned_resources([OURS], "server", ResourceValues(limits={"cpu": "1"})) == (
+        ResourceValues(limits={"cpu": "1"})
+    )
+
+
+def test_resource_values_union_and_without() -> None:
+    ours = ResourceValues(requests={"cpu": "1"})
+    other = ResourceValues(requests={"cpu": "2", "memory": "1Gi"}, limits={"cpu": "4"})
+    assert ours.union(other) == ResourceValues(
+        requests={"cpu": "1", "memory": "1Gi"}, limits={"cpu": "4"}
+    )
+    assert other.without(ours) == ResourceValues(requests={"memory": "1Gi"}, limits={"cpu": "4"})

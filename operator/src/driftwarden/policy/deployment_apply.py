@@ -57,6 +57,20 @@ class ResourceValues:
     def is_empty(self) -> bool:
         return not self.requests and not self.limits
 
+    def union(self, other: ResourceValues) -> ResourceValues:
+        """These values, and those of ``other`` for fields these do not set."""
+        return ResourceValues(
+            requests={**other.requests, **self.requests},
+            limits={**other.limits, **self.limits},
+        )
+
+    def without(self, other: ResourceValues) -> ResourceValues:
+        """These values, less the fields ``other`` names (whatever their values)."""
+        return ResourceValues(
+            requests={n: v for n, v in self.requests.items() if n not in other.requests},
+            limits={n: v for n, v in self.limits.items() if n not in other.limits},
+        )
+
     def to_dict(self) -> dict[str, dict[str, str]]:
         out: dict[str, dict[str, str]] = {}
         if self.requests:

@@ -50,6 +50,34 @@ def resource_paths(container: str, values: ResourceValues) -> list[FieldPath]:
     return paths
 
 
+def owned_resources(
+    managed_fields: Sequence[dict[str, Any]],
+    container: str,
+    live: ResourceValues,
+    manager: str = FIELD_MANAGER,
+) -> ResourceValues:
+    """The requests/limits of a container that ``manager`` owns by apply, at their ``live``
+    values. Every apply must carry these (or mean to delete them): an apply that leaves out
+    a field its manager alone owns deletes it - as a promotion did after a revert whose
+    hand-back never ran (the operator died in between), emptying the container's resources."""
+    owned: dict[str, dict[str, str]] = {"requests": {}, "limits": {}}
+    for entry in managed_fields:
+        if entry.get("manager") != manager or entry.get("operation") != "Apply":
+            continue
+        node: Any = entry.get("fieldsV1") or {}
+        for key in (*_container_path(container), "f:resources"):
+            node = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            continue
+        for section, values in (("requests", live.requests), ("limits", live.limits)):
+            fields = node.get(f"f:{section}")
+            for key in fields if isinstance(fields, dict) else ():
+                name = key[2:] if key.startswith("f:") else None
+                if name is not None and name in values:
+                    owned[section][name] = values[name]
+    return ResourceValues(owned["requests"], owned["limits"])
+
+
 def owned_env_names(
     managed_fields: Sequence[dict[str, Any]],
     container: str,

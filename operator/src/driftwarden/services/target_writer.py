@@ -13,6 +13,7 @@ the target any more.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Final
 
 from driftwarden import k8s
@@ -80,13 +81,18 @@ class TargetWriter(LoopStep):
         """DriftWarden's whole intent for a container of ``deployment`` (read just now): the
         promoted model and, if the active fix is on it, the raised fields nobody changed
         since, with the fix's record."""
-        return from_api.intent(
+        live = from_api.resource_values(self.container(deployment, container))
+        wanted = from_api.intent(
             self.status,
             deployment["metadata"]["name"],
             container,
             from_api.fix_record(self.status, self.ctx.owner.uid, self.ctx.owner.name),
-            from_api.resource_values(self.container(deployment, container)),
+            live,
         )
+        # Whatever else we own there stays as it is (policy.ownership.owned_resources).
+        managed = deployment["metadata"].get("managedFields") or []
+        owned = ownership.owned_resources(managed, container, live)
+        return replace(wanted, resources=wanted.resources.union(owned))
 
     def _check_model_env(self, container: Json) -> None:
         """The model env var must not be one the container sets for another purpose (a

@@ -315,7 +315,7 @@ class TemporaryFixes(LoopStep):
         plan = temporary_fix.plan_revert(
             original, applied, from_api.resource_values(live_container)
         )
-        ref, intent = self._revert_intent(body, container, plan.values)
+        ref, intent = self._revert_intent(body, container, plan.values, applied)
         try:
             self.writer.apply_to(ref, intent)
         except TargetUnavailableError as error:
@@ -359,7 +359,7 @@ class TemporaryFixes(LoopStep):
             )
 
     def _revert_intent(
-        self, body: Json, container: str, values: ResourceValues
+        self, body: Json, container: str, values: ResourceValues, applied: ResourceValues
     ) -> tuple[TargetRef, DeploymentIntent]:
         """The revert's apply: the restored values, and everything else DriftWarden owns on
         that container as it is now (the model env var it promoted), so the apply - which
@@ -377,10 +377,15 @@ class TemporaryFixes(LoopStep):
             model_env=env or "MODEL_URI",
         )
         annotations = meta.get("annotations") or {}
+        # Fields of the fix not in ``values`` are meant to go (absent before the fix) or
+        # are a person's now; anything else we own stays at its live value.
+        kept = ownership.owned_resources(
+            meta.get("managedFields") or [], container, from_api.resource_values(live)
+        ).without(applied)
         intent = DeploymentIntent(
             model_uri=model_uri,
             promoted_run=annotations.get(PROMOTED_RUN_ANNOTATION) if model_uri else None,
-            resources=values,
+            resources=values.union(kept),
         )
         return ref, intent
 
