@@ -35,12 +35,20 @@ def main() -> int:
     parser.add_argument("--idle-after", type=float, default=10.0)
     parser.add_argument("--idle-window", type=float, default=60.0)
     parser.add_argument("--out", type=Path, help="append the JSON report as one line here")
+    parser.add_argument(
+        "--direct",
+        action="store_true",
+        help="the operator talks to the apiserver directly, not through the counting proxy "
+        "(how the figures before 2026-12-03 were measured; idle requests then come from the "
+        "apiserver's counts on the operator's resources)",
+    )
     args = parser.parse_args()
     env = dict(os.environ)
     env |= {
         "SCALE_N": str(args.resources),
         "SCALE_IDLE_AFTER": str(args.idle_after),
         "SCALE_IDLE_WINDOW": str(args.idle_window),
+        "SCALE_DIRECT": "1" if args.direct else "0",
     }
     with tempfile.TemporaryDirectory(prefix="scale-") as scratch:
         report_path = Path(scratch) / "report.json"

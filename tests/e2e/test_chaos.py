@@ -58,7 +58,9 @@ FIX_ANNOTATION = "driftwarden.io/temporary-fix"
 REQUESTS = int(os.environ.get("CHAOS_REQUESTS", "3"))
 SEED = int(os.environ.get("CHAOS_SEED", "11"))
 FAULTS = {
-    "conflict": 0.03,
+    # Drawn on every request, injected only where the apiserver can answer 409 (about one
+    # request in six here: creates, conditional status writes, the fix's conditional apply).
+    "conflict": 0.15,
     "throttle": 0.03,
     "error": 0.04,
     "reset": 0.02,

@@ -117,16 +117,40 @@ def test_a_seeded_share_of_requests_gets_faults_and_they_are_counted(
     assert proxy.stats()["faults"] == counts["faults"]
 
 
-def test_conflicts_are_injected_on_writes_only(devcluster: Cluster, namespace: str) -> None:
-    # A real apiserver never answers a read with 409; kopf's API discovery exits the
-    # operator on one (seen in the long chaos run), so reads drawing a conflict pass.
+def test_conflicts_are_injected_only_where_the_apiserver_could_answer_one(
+    devcluster: Cluster, namespace: str
+) -> None:
+    # A real apiserver never answers a read with 409 (kopf's API discovery exits the
+    # operator on one: the long chaos run), nor a merge patch without a resourceVersion,
+    # which it retries itself (a 409 on kopf's annotation patch ends kopf's handling of
+    # the object until its next watch event: a deletion that never finished in CI).
+    devcluster.kubectl("-n", namespace, "create", "configmap", "kept")
     proxy = devcluster.start_fault_proxy({"seed": 3, "conflict": 1.0})
     listed = kubectl(devcluster, proxy.kubeconfig, "-n", namespace, "get", "configmaps")
     assert listed.returncode == 0, listed.stderr
+    annotated = kubectl(
+        devcluster, proxy.kubeconfig, "-n", namespace, "annotate", "configmap", "kept", "a=1"
+    )
+    assert annotated.returncode == 0, annotated.stderr
+    version = devcluster.kubectl(
+        "-n", namespace, "get", "configmap", "kept", "-o", "jsonpath={.metadata.resourceVersion}"
+    ).stdout
+    preconditioned = kubectl(
+        devcluster,
+        proxy.kubeconfig,
+        "-n",
+        namespace,
+        "annotate",
+        "configmap",
+        "kept",
+        "b=1",
+        f"--resource-version={version}",
+    )
+    assert "injected by faultproxy" in preconditioned.stderr, preconditioned.stderr
     created = kubectl(
         devcluster, proxy.kubeconfig, "-n", namespace, "create", "configmap", "refused"
     )
     assert created.returncode != 0
     assert "injected by faultproxy" in created.stderr, created.stderr
     counts = proxy.stats()
-    assert counts["conflict"] >= 1 and counts["faults"] == counts["conflict"], counts
+    assert counts["conflict"] == 2 and counts["faults"] == counts["conflict"], counts

@@ -9,10 +9,15 @@ long responses are streamed.
 A seeded fraction of the requests that match the configured methods and path pattern is
 answered with a fault instead:
 
-- ``conflict``: 409 (a Kubernetes Status, reason Conflict), without forwarding; writes only
-  (POST/PUT/PATCH/DELETE): the apiserver never answers a read with 409, and a client may
-  rightly treat one as a bug (kopf's API discovery exits the operator on it), so a read
-  that draws ``conflict`` is forwarded unharmed;
+- ``conflict``: 409 (a Kubernetes Status, reason Conflict), without forwarding; only on
+  requests the apiserver itself can answer with 409 (``can_conflict``): a create
+  (AlreadyExists), an update, a server-side apply without force, and a write that carries
+  a precondition (``metadata.resourceVersion``, a JSON patch ``test`` of it, delete
+  preconditions). A read, or a merge patch without a resourceVersion (the apiserver
+  retries its own conflicts for those), that draws ``conflict`` is forwarded unharmed: a
+  client may rightly treat such a 409 as a bug (kopf's API discovery exits the operator
+  on one; a 409 on kopf's own annotation patch ends its handling of the object until
+  the next watch event);
 - ``throttle``: 429 with Retry-After, without forwarding;
 - ``error``: 500 or 503;
 - ``reset``: the connection is cut without an answer;
@@ -139,7 +144,7 @@ class FaultProxy:
         for session in self._sessions.values():
             await session.close()
 
-    def _choose(self, request: web.Request) -> str | None:
+    def _choose(self, request: web.Request, body: bytes) -> str | None:
         """The fault for this request, or None. One random draw per matching request, so
         a seed gives the same sequence of decisions for the same sequence of requests."""
         config = self.config
@@ -154,15 +159,18 @@ class FaultProxy:
         for fault in FAULTS:
             rate = float(getattr(config, fault))
             if draw < rate:
-                if fault == "conflict" and method not in WRITE_METHODS:
-                    return None  # no read ever gets a 409 from a real apiserver
+                if fault == "conflict" and not can_conflict(
+                    method, request.query.get("force"), request.content_type, body
+                ):
+                    return None  # the apiserver would never answer this one with 409
                 return fault
             draw -= rate
         return None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.stats["requests"] += 1
-        fault = self._choose(request)
+        body = await request.read()
+        fault = self._choose(request, body)
         after = (
             fault in ("error", "reset", "stall") and self.random.random() < self.config.after_share
         )
@@ -177,7 +185,6 @@ class FaultProxy:
             return response
         if fault is not None and not after:
             return await self._fail(request, fault)
-        body = await request.read()
         headers, kind = self._upstream_headers(request)
         url = self.upstream + request.rel_url.path_qs
         async with self.session(kind).request(
@@ -253,6 +260,30 @@ class FaultProxy:
 
     def stats_document(self) -> dict[str, Any]:
         return {"counts": dict(self.stats), "config": asdict(self.config)}
+
+
+def can_conflict(method: str, force: str | None, content_type: str, body: bytes) -> bool:
+    """Whether kube-apiserver could answer this request with 409 Conflict."""
+    if method in ("POST", "PUT"):
+        return True  # AlreadyExists; an update's resourceVersion
+    if method not in ("PATCH", "DELETE"):
+        return False
+    try:
+        document = json.loads(body) if body else None
+    except ValueError:  # an apply in YAML: only its own field conflicts
+        document = None
+    if content_type == "application/apply-patch+yaml" and force not in ("true", "1"):
+        return True  # field conflicts with other managers
+    if method == "DELETE":
+        return isinstance(document, dict) and bool(document.get("preconditions"))
+    if isinstance(document, list):  # a JSON patch: a test of the resourceVersion
+        return any(
+            isinstance(op, dict) and op.get("op") == "test"
+            and op.get("path") == "/metadata/resourceVersion"
+            for op in document
+        )  # fmt: skip
+    metadata = document.get("metadata") if isinstance(document, dict) else None
+    return isinstance(metadata, dict) and bool(metadata.get("resourceVersion"))
 
 
 async def _until_closed(request: web.Request) -> None:
