@@ -21,7 +21,12 @@ from driftwarden.api.conditions import Reason
 from driftwarden.k8s import ApiError
 from driftwarden.policy import from_api, ownership
 from driftwarden.policy.admission import POLICY_VIOLATION, model_env_in_use_elsewhere
-from driftwarden.policy.deployment_apply import DeploymentIntent, TargetRef, build_apply
+from driftwarden.policy.deployment_apply import (
+    PROMOTED_RUN_ANNOTATION,
+    DeploymentIntent,
+    TargetRef,
+    build_apply,
+)
 from driftwarden.services.loop_context import Json, LoopStep
 from driftwarden.services.target import is_stale_write
 
@@ -81,18 +86,29 @@ class TargetWriter(LoopStep):
         """DriftWarden's whole intent for a container of ``deployment`` (read just now): the
         promoted model and, if the active fix is on it, the raised fields nobody changed
         since, with the fix's record."""
-        live = from_api.resource_values(self.container(deployment, container))
+        meta = deployment["metadata"]
+        body = self.container(deployment, container)
+        live = from_api.resource_values(body)
         wanted = from_api.intent(
             self.status,
-            deployment["metadata"]["name"],
+            meta["name"],
             container,
             from_api.fix_record(self.status, self.ctx.owner.uid, self.ctx.owner.name),
             live,
         )
-        # Whatever else we own there stays as it is (policy.ownership.owned_resources).
-        managed = deployment["metadata"].get("managedFields") or []
+        # Whatever else we own there stays as it is: an apply that left it out would delete
+        # it (policy.ownership.owned_resources). The model env var too, when status lost
+        # the promotion that set it (its Job gone before the run was recorded).
+        managed = meta.get("managedFields") or []
         owned = ownership.owned_resources(managed, container, live)
-        return replace(wanted, resources=wanted.resources.union(owned))
+        wanted = replace(wanted, resources=wanted.resources.union(owned))
+        env = self.spec.target.model_env if self.spec.target is not None else None
+        if wanted.model_uri is None and env in ownership.owned_env_names(managed, container):
+            value = from_api.env_value(body, env)
+            if value is not None:
+                promoted = (meta.get("annotations") or {}).get(PROMOTED_RUN_ANNOTATION)
+                wanted = replace(wanted, model_uri=value, promoted_run=promoted)
+        return wanted
 
     def _check_model_env(self, container: Json) -> None:
         """The model env var must not be one the container sets for another purpose (a
