@@ -10,7 +10,7 @@ by the safety resync, minutes apart.
 
 SCALE_N, SCALE_IDLE_AFTER, SCALE_IDLE_WINDOW change the scenario (bench/scale.py);
 SCALE_DIRECT=1 has the operator talk to the apiserver directly, not through the counting
-proxy (bench/scale.py --direct, on a cluster of its own);
+proxy (bench/scale.py does so unless --via-proxy: a cluster of its own);
 SCALE_REPORT names a file for the JSON report; SCALE_OPERATOR_SRC runs older operator
 sources (put first on the operator process's path).
 """
