@@ -50,6 +50,22 @@ def resource_paths(container: str, values: ResourceValues) -> list[FieldPath]:
     return paths
 
 
+def _applied(
+    managed_fields: Sequence[dict[str, Any]], container: str, key: str, manager: str
+) -> list[dict[str, Any]]:
+    """The fieldsV1 nodes at ``key`` of a container in ``manager``'s Apply entries."""
+    nodes: list[dict[str, Any]] = []
+    for entry in managed_fields:
+        if entry.get("manager") != manager or entry.get("operation") != "Apply":
+            continue
+        node: Any = entry.get("fieldsV1") or {}
+        for step in (*_container_path(container), key):
+            node = node.get(step) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            nodes.append(node)
+    return nodes
+
+
 def owned_resources(
     managed_fields: Sequence[dict[str, Any]],
     container: str,
@@ -61,14 +77,7 @@ def owned_resources(
     a field its manager alone owns deletes it - as a promotion did after a revert whose
     hand-back never ran (the operator died in between), emptying the container's resources."""
     owned: dict[str, dict[str, str]] = {"requests": {}, "limits": {}}
-    for entry in managed_fields:
-        if entry.get("manager") != manager or entry.get("operation") != "Apply":
-            continue
-        node: Any = entry.get("fieldsV1") or {}
-        for key in (*_container_path(container), "f:resources"):
-            node = node.get(key) if isinstance(node, dict) else None
-        if not isinstance(node, dict):
-            continue
+    for node in _applied(managed_fields, container, "f:resources", manager):
         for section, values in (("requests", live.requests), ("limits", live.limits)):
             fields = node.get(f"f:{section}")
             for key in fields if isinstance(fields, dict) else ():
@@ -86,13 +95,8 @@ def owned_env_names(
     """The env vars of a container whose value ``manager`` owns by apply (the model env var
     it promoted), so a revert on a Deployment that is no longer the target keeps them."""
     names: list[str] = []
-    for entry in managed_fields:
-        if entry.get("manager") != manager or entry.get("operation") != "Apply":
-            continue
-        node: Any = entry.get("fieldsV1") or {}
-        for key in (*_container_path(container), "f:env"):
-            node = node.get(key) if isinstance(node, dict) else None
-        for key, fields in (node or {}).items():
+    for node in _applied(managed_fields, container, "f:env", manager):
+        for key, fields in node.items():
             if key.startswith("k:") and isinstance(fields, dict) and "f:value" in fields:
                 names.append(str(json.loads(key[2:])["name"]))
     return sorted(names)
