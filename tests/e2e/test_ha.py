@@ -206,6 +206,15 @@ def test_the_standby_takes_over_a_run_when_the_active_replica_is_killed(
         return jobs if jobs and mo_status(devcluster, namespace, name).get("activeRun") else None
 
     (job,) = wait_for("the run's Job", running_job, 300, primary)
+    # Events are posted after the pass's status write, best effort: one the primary had no
+    # time to post before the SIGKILL is lost (seen in a loaded run), which is no second
+    # start. Kill only once it is visible, so the count below can only catch a duplicate.
+    wait_for(
+        "the RunStarted event",
+        lambda: "RunStarted" in event_reasons(devcluster, namespace, name),
+        120,
+        primary,
+    )
     assert passes(standby) == 0
     primary.kill()
     killed = time.monotonic()
