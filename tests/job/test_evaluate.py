@@ -98,6 +98,9 @@ def test_side_by_side_measurement_tells_a_heavy_model_from_a_light_one() -> None
     assert heavy_metrics.latency_ms["b32_p50"] > 3 * light_metrics.latency_ms["b32_p50"]
 
 
+BURST_ATTEMPTS = 8
+
+
 class Hogs:
     """``count`` CPU hog processes pinned to ``cpu``, stopped until ``start``."""
 
@@ -180,20 +183,31 @@ def test_a_load_burst_during_one_models_rounds_fools_the_p95_but_passes_no_gate(
         # The same model twice: the true ratio is 1.0.
         quiet_pair = (Timed(model, None), Timed(copy.deepcopy(model), None))
         *_, (quiet,) = measure_pair(*quiet_pair, table, CPU, settings)
-        baseline = Timed(model, hogs, every=5)
-        candidate = Timed(copy.deepcopy(model), hogs)
-        base, cand, (burst,) = measure_pair(baseline, candidate, table, CPU, settings)
+        # Whether a burst round's calls get preempted is the scheduler's choice: measure
+        # until a burst did fool the p95 (the event this test is about), and check the
+        # gate on every attempt, fooled or not.
+        fooled: list[float] = []
+        for _ in range(BURST_ATTEMPTS):
+            baseline = Timed(model, hogs, every=3)
+            candidate = Timed(copy.deepcopy(model), hogs)
+            base, cand, (burst,) = measure_pair(baseline, candidate, table, CPU, settings)
+            hogs.stop()
+            p95_ratio = base.latency_ms["b32_p95"] / cand.latency_ms["b32_p95"]
+            print(f"\nburst {burst} ({baseline.bursts} bursts), p95 ratio {p95_ratio}")
+            assert baseline.bursts >= 5
+            # The speed ratio times rounds by their fastest call in CPU time: the bursts
+            # barely move it, and its lower bound, what the gate decides on, does not say
+            # 25 % faster. (How the interval widens when a burst does get into rounds:
+            # tests/unit/test_job_speed.)
+            assert 0.8 < burst.ratio < 1.25 and burst.low < 1.25
+            # The old gate compared p95s: a burst makes the same model look 25 % faster.
+            if p95_ratio >= 1.25:
+                fooled.append(p95_ratio)
+                break
     finally:
         hogs.close()
-    p95_ratio = base.latency_ms["b32_p95"] / cand.latency_ms["b32_p95"]
-    print(f"\nquiet {quiet}\nburst {burst} ({baseline.bursts} bursts), p95 ratio {p95_ratio}")
-    assert baseline.bursts >= 5
-    # The old gate compared p95s: the bursts make the same model look 25 % faster or more.
-    assert p95_ratio >= 1.25
-    # The speed ratio times rounds by their fastest call in CPU time: the bursts barely
-    # move it, and its lower bound, what the gate decides on, does not say 25 % faster.
-    # (How the interval widens when a burst does get into rounds: tests/unit/test_job_speed.)
-    assert 0.8 < burst.ratio < 1.25 and burst.low < 1.25
+    print(f"quiet {quiet}")
+    assert fooled, f"no burst fooled the p95 in {BURST_ATTEMPTS} attempts"
     assert 0.8 < quiet.ratio < 1.25 and quiet.low < 1.25
 
 
