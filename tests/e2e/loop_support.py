@@ -155,11 +155,13 @@ def always_breached(
     interval: str = "10s",
     cooldown: str | None = "1h",
     gates: dict[str, Any] | None = None,
+    breaches: int = 1,
 ) -> dict[str, Any]:
     """A resource on slow_model_and_data()'s wide CNN whose SLO every evaluation breaches
     (p95 at batch 32 <= 1 ms), with the temporary fix ``fix`` and at most one latency run a
     day (an int8 quantization; ``gates`` decide whether it can be promoted)."""
-    triggers: dict[str, Any] = {"latency": {"p95Ms": 1, "batchSize": 32}, "maxRunsPerDay": 1}
+    latency = {"p95Ms": 1, "batchSize": 32, "consecutiveBreaches": breaches}
+    triggers: dict[str, Any] = {"latency": latency, "maxRunsPerDay": 1}
     if cooldown is not None:
         triggers["cooldown"] = cooldown
     spec: dict[str, Any] = {
@@ -227,6 +229,11 @@ def describe(devcluster: Cluster, namespace: str, name: str) -> str:
 
 
 def event_reasons(devcluster: Cluster, namespace: str, name: str) -> list[str]:
+    return [reason for reason, _ in events_of(devcluster, namespace, name)]
+
+
+def events_of(devcluster: Cluster, namespace: str, name: str) -> list[tuple[str, str]]:
+    """(reason, message) of the resource's events, oldest first."""
     found = get_json(
         devcluster,
         "events",
@@ -238,7 +245,7 @@ def event_reasons(devcluster: Cluster, namespace: str, name: str) -> list[str]:
     items = sorted(
         found["items"], key=lambda e: (e.get("lastTimestamp") or "", e["metadata"]["name"])
     )
-    return [str(e["reason"]) for e in items]
+    return [(str(e["reason"]), str(e.get("message") or "")) for e in items]
 
 
 def serving_pods(devcluster: Cluster, namespace: str, app: str) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ from loop_support import (
     describe,
     evaluated_since,
     event_reasons,
+    events_of,
     loop_resource,
     metric,
     serving_deployment,
@@ -267,6 +268,40 @@ def test_an_expired_fix_is_reverted_and_not_applied_again_during_the_same_breach
     assert container_of(deployment(devcluster, namespace, SERVER))["resources"] == ORIGINAL
     reasons = event_reasons(devcluster, namespace, NAME)
     assert reasons.count("TemporaryFixApplied") == 1 and reasons.count("TemporaryFixReverted") == 1
+
+
+def test_one_breach_starts_nothing_when_the_trigger_needs_two_in_a_row(
+    devcluster: Cluster,
+    namespace: str,
+    operators: list[OperatorProcess],
+    tmp_path: Path,
+) -> None:
+    root, data = slow_model_and_data()
+    apply_yaml(devcluster, namespace, serving_deployment(f"file://{root}/model", name=SERVER))
+    fix = {"cpuPercent": 200, "memoryPercent": 100}
+    apply_yaml(
+        devcluster, namespace, always_breached(NAME, root, data, SERVER, fix=fix, breaches=2)
+    )
+    operator = start_loop_operator(devcluster, namespace, operators, tmp_path)
+    applied = wait_status(
+        "the temporary fix",
+        devcluster,
+        namespace,
+        NAME,
+        lambda s: (s.get("temporaryFix") or {}).get("active") is True,
+        operator,
+    )
+    assert applied["consecutiveLatencyBreaches"] >= 2
+    assert applied["evaluationCount"] >= 2
+    events = events_of(devcluster, namespace, NAME)
+    said = dict(reversed(events))  # the first message of each reason
+    # The first breach is reported, and says that it starts nothing yet.
+    assert "1 evaluation(s) in a row over it; 2 start a run" in said["SLOBreached"], events
+    # The fix and the run came with the second breach in a row.
+    assert "in 2 evaluations in a row." in said["TemporaryFixApplied"], events
+    assert "in 2 evaluations in a row (required: 2)" in said["RunStarted"], events
+    reasons = [reason for reason, _ in events]
+    assert reasons.count("TemporaryFixApplied") == 1 and reasons.count("RunStarted") == 1
 
 
 def test_deleting_the_resource_reverts_the_fix_and_hands_the_target_back(

@@ -115,6 +115,28 @@ def test_trigger_state_reads_status() -> None:
     assert state.last_schedule_time == datetime(2026, 3, 2, 3, 0, tzinfo=UTC)
 
 
+def test_latency_breaches_count_evaluations_of_one_model_in_a_row() -> None:
+    settings = from_api.trigger_settings(
+        spec(triggers={"latency": {"p95Ms": 40, "consecutiveBreaches": 3}})
+    )
+    assert settings.latency_consecutive_breaches == 3
+    assert from_api.trigger_settings(spec()).latency_consecutive_breaches == 1
+    v1, v2 = "pvc://models/m/v1", "pvc://models/m/v2"
+    breached_v1 = {"lastEvaluation": {"modelUri": v1}, "consecutiveLatencyBreaches": 2}
+    assert from_api.next_latency_breaches(status(breached_v1), v1, True) == 3
+    # A new model in use (a promotion) starts the count again.
+    assert from_api.next_latency_breaches(status(breached_v1), v2, True) == 1
+    assert from_api.next_latency_breaches(status(breached_v1), v1, False) == 0
+    # Nothing measured (no SLO, Prometheus unreachable) neither advances nor breaks it.
+    assert from_api.next_latency_breaches(status(breached_v1), v1, None) == 2
+    assert from_api.next_latency_breaches(status({}), v1, True) == 1
+    # A status from before the count existed: its last evaluation counts as one breach.
+    assert from_api.latency_breaches(status({"lastEvaluation": {"modelUri": v1}})) == 1
+    assert from_api.latency_breaches(status(breached_v1)) == 2
+    observed = from_api.observation(status({**breached_v1, "lastEvaluation": {"modelUri": v1}}))
+    assert observed is not None and observed.latency_breaches == 2
+
+
 def test_gate_and_fix_settings_parse_quantities() -> None:
     gates = from_api.gate_settings(
         spec(gates={"maxAccuracyDropPercent": 2, "minSpeedupPercent": 50, "maxSize": "10Mi"})

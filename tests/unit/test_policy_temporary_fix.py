@@ -167,6 +167,16 @@ def test_apply_when_the_slo_is_breached() -> None:
     assert decide_fix(FixSettings(), None, at_slo, None, None, False, T0).action == "Nothing"
 
 
+def test_apply_waits_for_the_breaches_the_trigger_requires() -> None:
+    once = replace(SLOW, required=2)
+    waiting = decide_fix(FixSettings(), None, once, None, None, False, T0)
+    assert waiting.action == "Nothing"
+    assert "1 evaluation(s) in a row; the fix waits for 2" in waiting.reason
+    twice = replace(once, breaches=2)
+    applied = decide_fix(FixSettings(), None, twice, None, None, False, T0)
+    assert applied.action == "Apply" and "in 2 evaluations in a row" in applied.reason
+
+
 def test_not_reapplied_after_expiry_until_the_slo_was_met() -> None:
     decision = decide_fix(FixSettings(), None, SLOW, None, None, True, T0)
     assert decision.action == "Nothing" and "expired" in decision.reason

@@ -133,6 +133,19 @@ def test_latency_over_the_slo_fires_and_at_the_slo_does_not() -> None:
     assert not decide(settings, state(observation=Observation()), T0).start
 
 
+def test_latency_needs_the_required_breaches_in_a_row() -> None:
+    settings = TriggerSettings(latency_p95_ms=50, latency_consecutive_breaches=2)
+    first = decide(settings, state(observation=Observation(latency_p95_ms=80.0)), T0)
+    assert not first.start and first.trigger is None
+    second = Observation(latency_p95_ms=80.0, latency_breaches=2)
+    fired = decide(settings, state(observation=second), T0)
+    assert fired.start and fired.trigger == "Latency"
+    assert "in 2 evaluations in a row (required: 2)" in fired.reason
+    # A count left over from an earlier breach does not fire a reading within the SLO.
+    within = Observation(latency_p95_ms=50.0, latency_breaches=5)
+    assert not decide(settings, state(observation=within), T0).start
+
+
 def test_accuracy_under_the_minimum_fires() -> None:
     settings = TriggerSettings(accuracy_min_percent=90)
     under = decide(settings, state(observation=Observation(accuracy_percent=89.99)), T0)

@@ -297,7 +297,9 @@ class Demo:
                 say(f"{type_}={c.get('status')} ({c.get('reason')}): {c.get('message')}")
 
     def temporary_fix(self) -> None:
-        self.progress.step("The SLO is breached: the temporary fix gives the container more CPU")
+        self.progress.step(
+            "The SLO is breached twice in a row: the temporary fix gives the container more CPU"
+        )
         status = self.watch(
             "TemporaryFixActive=True",
             lambda s: s if condition(s, "TemporaryFixActive").get("status") == "True" else None,

@@ -332,6 +332,7 @@ class DriftTrigger(SpecModel):
 class LatencyTrigger(SpecModel):
     p95_ms: Annotated[int, Field(ge=1, le=600_000)]
     batch_size: BatchSize = 1
+    consecutive_breaches: Annotated[int, Field(ge=1, le=100)] = 1
 
 
 class AccuracyTrigger(SpecModel):

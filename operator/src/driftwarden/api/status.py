@@ -251,6 +251,7 @@ class ModelOptimizationStatus(StatusModel):
     active_evaluation: ActiveEvaluation | None = None
     evaluation_count: Annotated[int, Field(ge=0)] | None = None
     consecutive_drift_windows: Annotated[int, Field(ge=0)] | None = None
+    consecutive_latency_breaches: Annotated[int, Field(ge=0)] | None = None
     active_run: ActiveRun | None = None
     run_count: Annotated[int, Field(ge=0)] | None = None
     runs: Annotated[list[RunRecord], Field(max_length=MAX_RUNS)] = Field(default_factory=list)

@@ -52,6 +52,9 @@ def trigger_settings(spec: ModelOptimizationSpec) -> TriggerSettings:
         drift_threshold=Decimal(triggers.drift.threshold) if triggers.drift else None,
         drift_consecutive_windows=triggers.drift.consecutive_windows if triggers.drift else 1,
         latency_p95_ms=triggers.latency.p95_ms if triggers.latency else None,
+        latency_consecutive_breaches=(
+            triggers.latency.consecutive_breaches if triggers.latency else 1
+        ),
         accuracy_min_percent=triggers.accuracy.min_percent if triggers.accuracy else None,
         schedule=triggers.schedule,
         cooldown=triggers.cooldown_delta,
@@ -76,7 +79,29 @@ def observation(status: ModelOptimizationStatus) -> Observation | None:
         drift_score=last.drift_score,
         latency_p95_ms=last.latency.p95_ms if last.latency else None,
         accuracy_percent=last.accuracy_percent,
+        latency_breaches=latency_breaches(status),
     )
+
+
+def latency_breaches(status: ModelOptimizationStatus) -> int:
+    """Evaluations in a row over the SLO; a status written before the count existed holds
+    only the latest evaluation, which counts as one."""
+    count = status.consecutive_latency_breaches
+    return 1 if count is None else count
+
+
+def next_latency_breaches(
+    status: ModelOptimizationStatus, model_uri: str, breached: bool | None
+) -> int | None:
+    """The count after one more evaluation of ``model_uri``: +1 over the SLO (restarting at 1
+    when the model in use changed), 0 within it; unchanged when nothing was measured."""
+    if breached is None:
+        return status.consecutive_latency_breaches
+    if not breached:
+        return 0
+    last = status.last_evaluation
+    same_model = last is not None and last.model_uri == model_uri
+    return (status.consecutive_latency_breaches or 0) + 1 if same_model else 1
 
 
 def drift_streak(status: ModelOptimizationStatus) -> DriftStreak:

@@ -302,10 +302,17 @@ class LatencyReading:
     p95_ms: float | None
     slo_ms: int
     model_uri: str
+    breaches: int = 1  # evaluations of this model in a row over the SLO, this one included
+    required: int = 1  # spec.triggers.latency.consecutiveBreaches
 
     @property
     def breached(self) -> bool:
         return self.p95_ms is not None and Decimal(repr(self.p95_ms)) > self.slo_ms
+
+    @property
+    def sustained(self) -> bool:
+        """Breached in as many evaluations in a row as the trigger requires."""
+        return self.breached and self.breaches >= self.required
 
 
 def expires_at(settings: FixSettings, applied_at: datetime) -> datetime:
@@ -364,13 +371,20 @@ def decide_fix(
         )
     if not enabled or latency is None or not latency.breached:
         return FixDecision("Nothing", "The latency SLO is met or the fix is not enabled.")
+    if not latency.sustained:
+        return FixDecision(
+            "Nothing",
+            f"p95 latency {latency.p95_ms:.2f} ms is over the SLO of {latency.slo_ms} ms in "
+            f"{latency.breaches} evaluation(s) in a row; the fix waits for {latency.required}.",
+        )
     if waiting_for_slo:
         return FixDecision(
             "Nothing",
             "A temporary fix already expired during this SLO breach; none is applied again "
             "until the SLO is met.",
         )
+    in_a_row = f" in {latency.breaches} evaluations in a row" if latency.required > 1 else ""
     return FixDecision(
         "Apply",
-        f"p95 latency {latency.p95_ms:.2f} ms is over the SLO of {latency.slo_ms} ms.",
+        f"p95 latency {latency.p95_ms:.2f} ms is over the SLO of {latency.slo_ms} ms{in_a_row}.",
     )

@@ -12,7 +12,8 @@ a pending run request and a due schedule, so one run answers all of them):
   a row. Once per drift *episode*: retraining changes the model, not the data, so the score
   stays high after a good run; another drift run waits until the streak breaks and builds up
   again. A run of the episode that failed does not count, so a failed run is retried.
-- ``Latency``  - the measured p95 is over the SLO.
+- ``Latency``  - the measured p95 was over the SLO in ``consecutiveBreaches`` evaluations of
+  the model in use in a row (one, by default; more ignores a single slow measurement).
 - ``Schedule`` - a cron fire time passed since the last scheduled run; missed fire times
   collapse into one run.
 
@@ -47,6 +48,7 @@ class TriggerSettings:
     drift_threshold: Decimal | None = None
     drift_consecutive_windows: int = 2
     latency_p95_ms: int | None = None
+    latency_consecutive_breaches: int = 1
     accuracy_min_percent: int | None = None
     schedule: str | None = None
     cooldown: timedelta = timedelta(minutes=30)
@@ -60,6 +62,9 @@ class Observation:
     drift_score: float | None = None
     latency_p95_ms: float | None = None
     accuracy_percent: float | None = None
+    # Evaluations of the model in use in a row over the SLO, this one included
+    # (status.consecutiveLatencyBreaches).
+    latency_breaches: int = 1
 
 
 @dataclass(frozen=True)
@@ -215,11 +220,22 @@ def _fired_triggers(settings: TriggerSettings, state: TriggerState, now: datetim
 
     if seen is not None and settings.latency_p95_ms is not None:
         p95 = seen.latency_p95_ms
-        if p95 is not None and _over(p95, Decimal(settings.latency_p95_ms)):
+        required = settings.latency_consecutive_breaches
+        if (
+            p95 is not None
+            and _over(p95, Decimal(settings.latency_p95_ms))
+            and seen.latency_breaches >= required
+        ):
+            in_a_row = (
+                f" in {seen.latency_breaches} evaluations in a row (required: {required})"
+                if required > 1
+                else ""
+            )
             fired.append(
                 _Fired(
                     "Latency",
-                    f"p95 latency {p95:.2f} ms is over the SLO of {settings.latency_p95_ms} ms.",
+                    f"p95 latency {p95:.2f} ms is over the SLO of {settings.latency_p95_ms} ms"
+                    f"{in_a_row}.",
                 )
             )
 

@@ -133,6 +133,9 @@ class Evaluations(LoopStep):
             ),
             report_uri=report_uri,
         )
+        status.consecutive_latency_breaches = from_api.next_latency_breaches(
+            status, model_uri, self._breached(evaluation)
+        )
         status.last_evaluation = evaluation
         if insufficient is None:
             status.consecutive_drift_windows = (
@@ -248,6 +251,14 @@ class Evaluations(LoopStep):
             None,
         )
 
+    def _breached(self, evaluation: Evaluation) -> bool | None:
+        """Whether the evaluation's p95 is over the SLO; None without an SLO or a p95."""
+        latency_trigger = self.spec.triggers.latency
+        p95 = evaluation.latency.p95_ms if evaluation.latency else None
+        if latency_trigger is None or p95 is None:
+            return None
+        return Decimal(repr(p95)) > latency_trigger.p95_ms
+
     def _set_drift_condition(self, evaluation: Evaluation) -> None:
         score, drifting = evaluation.drift_score, evaluation.drift_detected
         if score is None or drifting is None:
@@ -307,6 +318,10 @@ class Evaluations(LoopStep):
         )
         if Decimal(repr(p95)) > slo:
             message = f"p95 latency {p95:.3f} ms ({where}) is over the SLO of {slo} ms."
+            required = latency_trigger.consecutive_breaches
+            if required > 1:
+                breaches = from_api.latency_breaches(self.status)
+                message += f" {breaches} evaluation(s) in a row over it; {required} start a run."
             before = cond.get_condition(self.status.conditions, ConditionType.LATENCY_WITHIN_SLO)
             self._set(ConditionType.LATENCY_WITHIN_SLO, "False", Reason.SLO_BREACHED, message)
             if before is None or before.status != "False":

@@ -205,6 +205,8 @@ class TemporaryFixes(LoopStep):
             p95_ms=last.latency.p95_ms if last.latency else None,
             slo_ms=latency_trigger.p95_ms,
             model_uri=last.model_uri,
+            breaches=from_api.latency_breaches(self.status),
+            required=latency_trigger.consecutive_breaches,
         )
 
     def _apply_fix(self, settings: temporary_fix.FixSettings, why: str) -> None:
