@@ -303,7 +303,7 @@ class Demo:
         status = self.watch(
             "TemporaryFixActive=True",
             lambda s: s if condition(s, "TemporaryFixActive").get("status") == "True" else None,
-            120,
+            self.pace.step_timeout,  # the second evaluation in a row over the SLO applies it
         )
         say(condition(status, "TemporaryFixActive").get("message", ""))
         after = self.container_resources()
